@@ -1,0 +1,148 @@
+"""Scoring speed, measured side by side in one run on a random Qwen3-VL big enough for compute to dominate.
+
+(a) think-then-score / CoT generation alone (target <= 1.05), beside the naive path that generates and
+    then re-runs the whole `[video ; prompt ; cot ; <reward>]` sequence;
+(b) fast mode (no CoT) speed-up over think mode;
+(c) throughput of one batch of 8 over 8 single calls (fast and think).
+
+    python benchmarks/bench_scoring.py [--device cuda] [--dtype bfloat16] [--cot-tokens 128] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import transformers
+
+from descore_reward import DeScoreConfig, DeScoreModel, VideoSampling
+from descore_reward.synthetic import Scene, render
+from descore_reward.tiny import QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION, build_tiny_backbone
+
+SIZES = {
+    "cpu": (
+        dict(
+            hidden_size=512,
+            intermediate_size=1536,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=64,
+            mrope_section=[12, 10, 10],
+        ),
+        dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, deepstack_visual_indexes=[1, 2, 3]),
+    ),
+    "8b": (QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION),
+}
+
+
+def timed(function, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def full_forward_reward(model: DeScoreModel, inputs, generated: torch.Tensor) -> torch.Tensor:
+    """The naive second pass: re-run `[prompt ; cot ; <reward>]` from scratch, video included."""
+    reward_column = torch.full_like(generated[:, :1], model.reward_token_id)
+    tail = torch.cat([generated, reward_column], dim=1)
+    full = dict(inputs)
+    full["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
+    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(tail)], dim=1)
+    full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tail)], dim=1)
+    return model.rewards_from_inputs(full)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="cpu", help="'8b': Qwen3-VL-8B shapes (GPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--cot-tokens", type=int, default=128)
+    parser.add_argument("--batch-cot-tokens", type=int, default=32, help="CoT length for the batching figure")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+
+    text, vision = SIZES[args.size]
+    sampling = VideoSampling(fps=2.0, max_pixels_per_frame=448 * 448)
+    with tempfile.TemporaryDirectory() as scratch:
+        build_tiny_backbone(f"{scratch}/backbone", text=text, vision=vision)
+        model = DeScoreModel.from_backbone(
+            f"{scratch}/backbone", DeScoreConfig(sampling=sampling), dtype=dtype, device=device, seed=0
+        )
+    # A 2-second, 448x448, 16 fps clip: 4 frames at 2 fps, 196 video tokens per temporal patch.
+    videos = [
+        torch.from_numpy(render(Scene(c, "circle", d), frames=32, height=448, width=448))
+        for c, d in [("red", "right"), ("blue", "left"), ("green", "up"), ("yellow", "down")] * 2
+    ]
+    prompt = Scene().prompt()
+    cot = dict(min_new_tokens=args.cot_tokens)  # a fixed CoT length, whatever the random model writes
+
+    def generate_only(batch=videos[:1], tokens=args.cot_tokens):
+        inputs = model.prepare_inputs(batch, [prompt] * len(batch), append_reward_token=False)
+        return inputs, model.generate_cots(inputs, max_new_tokens=tokens, min_new_tokens=tokens)
+
+    def naive():
+        inputs, (generated, _, _) = generate_only()
+        full_forward_reward(model, inputs, generated)
+
+    def think(batch=videos[:1], tokens=args.cot_tokens):
+        model.score(
+            batch,
+            prompt,
+            think=True,
+            max_new_tokens=tokens,
+            batch_size=len(batch),
+            generation_kwargs=dict(min_new_tokens=tokens),
+        )
+
+    def fast(batch=videos[:1]):
+        model.score(batch, prompt, think=False, batch_size=len(batch))
+
+    inputs = model.prepare_inputs(videos[:1], [prompt], append_reward_token=False)
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"{args.dtype}, text hidden {text['hidden_size']} x {text['num_hidden_layers']} layers, "
+        f"prompt {inputs['input_ids'].shape[1]} tokens of which {int((inputs['mm_token_type_ids'] == 2).sum())} "
+        f"video, CoT {args.cot_tokens} tokens, threads {torch.get_num_threads()}"
+    )
+    with torch.no_grad():
+        think(tokens=4), fast(), naive()  # warm-up
+        cases = {
+            "generate": lambda: generate_only(),
+            "think": lambda: think(),
+            "naive": naive,
+            "fast": lambda: fast(),
+            "fast_batch8": lambda: fast(videos),
+            "fast_single8": lambda: [fast([v]) for v in videos],
+            "think_batch8": lambda: think(videos, args.batch_cot_tokens),
+            "think_single8": lambda: [think([v], args.batch_cot_tokens) for v in videos],
+        }
+        times = {name: [] for name in cases}
+        for _ in range(args.repeats):  # interleaved, so that drift on a noisy machine hits all cases alike
+            for name, case in cases.items():
+                times[name].append(timed(case, device))
+    t = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in t.items():
+        print(f"  {name:14s} median {value:8.3f} s   ({', '.join(f'{v:.3f}' for v in times[name])})")
+    print(f"(a) think-then-score / generation alone: {t['think'] / t['generate']:.3f}   (target <= 1.05)")
+    print(f"    naive generate + re-forward / generation alone: {t['naive'] / t['generate']:.3f}")
+    print(f"(b) fast mode speed-up over think mode: {t['think'] / t['fast']:.1f}x")
+    print(
+        f"(c) batch of 8 vs 8 single calls, throughput: fast {t['fast_single8'] / t['fast_batch8']:.2f}x, "
+        f"think ({args.batch_cot_tokens} CoT tokens) {t['think_single8'] / t['think_batch8']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

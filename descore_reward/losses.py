@@ -1,0 +1,41 @@
+"""Preference losses on scalar rewards: Bradley-Terry, and Rao-Kupper for pairs that may tie.
+
+All functions take rewards of shape `(B,)` and return a scalar mean loss or `(B,)` probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
+    """`-log sigmoid(r_w - r_l)`, averaged over pairs."""
+    return -F.logsigmoid(reward_chosen - reward_rejected).mean()
+
+
+def rao_kupper_probabilities(margin: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """P(A > B), P(tie), P(B > A) for margins `r_A - r_B` under Rao-Kupper with `theta > 1`.
+
+    P(A > B) = sigmoid(d - ln theta); P(B > A) = sigmoid(-d - ln theta);
+    P(tie) = (theta^2 - 1) sigmoid(d - ln theta) sigmoid(-d - ln theta). The three sum to one.
+    """
+    if not theta > 1.0:
+        raise ValueError(f"theta must be greater than 1, got {theta}")
+    log_theta = math.log(theta)
+    p_a = torch.sigmoid(margin - log_theta)
+    p_b = torch.sigmoid(-margin - log_theta)
+    return p_a, (theta**2 - 1.0) * p_a * p_b, p_b
+
+
+def rao_kupper_loss(reward_a: torch.Tensor, reward_b: torch.Tensor, label: torch.Tensor, theta: float) -> torch.Tensor:
+    """Negative log-likelihood under Rao-Kupper; `label` is +1 (A wins), -1 (B wins) or 0 (tie)."""
+    margin = reward_a - reward_b
+    log_theta = math.log(theta)
+    log_p_a = F.logsigmoid(margin - log_theta)
+    log_p_b = F.logsigmoid(-margin - log_theta)
+    log_p_tie = math.log(theta**2 - 1.0) + log_p_a + log_p_b
+    log_likelihood = torch.where(label > 0, log_p_a, torch.where(label < 0, log_p_b, log_p_tie))
+    return -log_likelihood.mean()

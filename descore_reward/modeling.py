@@ -1,0 +1,413 @@
+"""DeScore: a VLM backbone thinks (writes a chain of thought), then a `<reward>` token and a head score.
+
+Sequence scored (paper section 3.2)::
+
+    [chat(video, instruction(prompt)) ; cot ; <reward>]      think mode and stage-1 training
+    [chat(video, instruction(prompt)) ; <reward>]            fast mode (the masked-CoT path)
+
+The reward is `head(h)`, `h` the backbone's last-layer hidden state at the `<reward>` position.
+`<reward>` is a special token added to the tokenizer; its embedding is a separate trainable float32
+parameter that a forward hook on the input embeddings puts in place wherever the token occurs, so
+generation, M-RoPE and LoRA adapters work on the backbone unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature
+
+from .atomic import atomic_directory
+from .losses import rao_kupper_probabilities
+from .prompts import instruction, parse_cot
+from .video import Video, VideoSampling, VideoSource, load_video
+
+CONFIG_NAME = "descore_config.json"
+SCORING_WEIGHTS_NAME = "descore_head.safetensors"
+ADAPTER_DIR = "adapter"
+BACKBONE_DIR = "backbone"
+
+
+@dataclass
+class DeScoreConfig:
+    """What a DeScore checkpoint needs besides the backbone's own weights.
+
+    backbone: Hugging Face id or local path of the VLM (`Qwen3VLForConditionalGeneration`-style).
+    reward_token: the query token appended after the CoT.
+    head_hidden_size: None for a linear head (default); an int for a two-layer GELU MLP. The paper
+        says only "a regression head", so this is a choice.
+    tie_theta: Rao-Kupper theta (> 1) when the model was trained with ties; `compare` then also
+        returns P(A>B), P(tie), P(B>A).
+    sampling: how videos are sampled and sized for the backbone.
+    """
+
+    backbone: str = "Qwen/Qwen3-VL-8B-Instruct"
+    reward_token: str = "<reward>"
+    head_hidden_size: int | None = None
+    tie_theta: float | None = None
+    sampling: VideoSampling = field(default_factory=VideoSampling)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> DeScoreConfig:
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown DeScore config keys {unknown}; expected some of {sorted(known)}")
+        if isinstance(values.get("sampling"), dict):
+            values["sampling"] = VideoSampling(**values["sampling"])
+        return cls(**values)
+
+
+class RewardHead(nn.Module):
+    """Maps the `<reward>` hidden state `(B, hidden)` to a scalar reward `(B,)`."""
+
+    def __init__(self, hidden_size: int, head_hidden_size: int | None = None):
+        super().__init__()
+        if head_hidden_size is None:
+            self.layers = nn.Linear(hidden_size, 1)
+        else:
+            self.layers = nn.Sequential(
+                nn.Linear(hidden_size, head_hidden_size), nn.GELU(), nn.Linear(head_hidden_size, 1)
+            )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.layers(hidden).squeeze(-1)
+
+
+@dataclass
+class ScoreResult:
+    """The score of one video: scalar reward, and when thinking, the CoT and its parsed sub-scores."""
+
+    reward: float
+    cot: str | None = None
+    reasoning: str | None = None
+    scores: dict[str, int] | None = None
+    video: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Comparison:
+    """`margin = r(A) - r(B)`; the three probabilities are set when the model has a ties parameter."""
+
+    margin: float
+    a: ScoreResult
+    b: ScoreResult
+    p_a_better: float | None = None
+    p_tie: float | None = None
+    p_b_better: float | None = None
+
+
+class DeScoreModel(nn.Module):
+    """Think-then-score video reward model on a Hugging Face VLM backbone."""
+
+    def __init__(self, backbone: nn.Module, processor, config: DeScoreConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.processor = processor
+        self.config = config
+        tokenizer = processor.tokenizer
+        tokenizer.padding_side = "left"  # generation appends on the right
+        tokenizer.add_special_tokens({"additional_special_tokens": [config.reward_token]})
+        self.reward_token_id = tokenizer.convert_tokens_to_ids(config.reward_token)
+        embeddings = backbone.get_input_embeddings()
+        if self.reward_token_id >= embeddings.num_embeddings:
+            backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            embeddings = backbone.get_input_embeddings()
+        hidden_size = backbone.config.get_text_config().hidden_size
+        self.reward_embedding = nn.Parameter(embeddings.weight.detach().float().mean(0).clone())
+        self.head = RewardHead(hidden_size, config.head_hidden_size).to(self.reward_embedding.device)
+        self._hook = embeddings.register_forward_hook(self._put_reward_embedding)
+        video_processor = processor.video_processor
+        factor = video_processor.patch_size * video_processor.merge_size
+        video_processor.max_video_tokens = max(1, config.sampling.max_pixels_per_frame // factor**2)
+
+    def _put_reward_embedding(self, module, args, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook on the input embeddings: the trainable `<reward>` embedding at its positions."""
+        is_reward = (args[0] == self.reward_token_id).unsqueeze(-1)
+        return torch.where(is_reward, self.reward_embedding.to(output.dtype), output)
+
+    # ----------------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | os.PathLike = DeScoreConfig.backbone,
+        config: DeScoreConfig | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+        seed: int | None = None,
+    ) -> DeScoreModel:
+        """A new DeScore (fresh head and `<reward>` embedding) on a pretrained VLM id or path."""
+        backbone = str(Path(backbone).resolve()) if Path(backbone).is_dir() else str(backbone)
+        config = dataclasses.replace(config or DeScoreConfig(), backbone=backbone)
+        model, processor = _load_backbone(backbone, dtype, trust_remote_code)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(model, processor, config).to(device or model.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+        is_trainable: bool = False,
+    ) -> DeScoreModel:
+        """Load a checkpoint written by `save_pretrained`."""
+        path = Path(path)
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{path}: not a DeScore checkpoint (no {CONFIG_NAME})")
+        config = DeScoreConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+        backbone_path = path / config.backbone if (path / config.backbone).is_dir() else config.backbone
+        backbone, processor = _load_backbone(str(backbone_path), dtype, trust_remote_code)
+        model = cls(backbone, processor, config)
+        if (path / ADAPTER_DIR).is_dir():
+            model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=is_trainable)
+        model.load_scoring_state(load_file(path / SCORING_WEIGHTS_NAME))
+        return model.to(device or backbone.device)
+
+    def scoring_state(self) -> dict[str, torch.Tensor]:
+        """The weights DeScore adds to the backbone: the `<reward>` embedding and the head."""
+        state = {f"head.{name}": value for name, value in self.head.state_dict().items()}
+        state["reward_embedding"] = self.reward_embedding.detach()
+        return {name: value.detach().cpu().contiguous() for name, value in state.items()}
+
+    def load_scoring_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.reward_embedding.copy_(state["reward_embedding"])
+        self.head.load_state_dict({name[len("head.") :]: v for name, v in state.items() if name.startswith("head.")})
+
+    def save_pretrained(self, path: str | os.PathLike, include_backbone: bool = False) -> None:
+        """Write the checkpoint atomically: config JSON, head + `<reward>` safetensors, the PEFT
+        adapter if any, and with `include_backbone` (full fine-tunes) the backbone and processor."""
+        if include_backbone and isinstance(self.backbone, PeftModel):
+            raise ValueError("include_backbone=True with a LoRA adapter: merge it first, or save only the adapter")
+        config = dataclasses.replace(self.config, backbone=BACKBONE_DIR) if include_backbone else self.config
+        with atomic_directory(path, marker=CONFIG_NAME) as staging:
+            save_file(self.scoring_state(), staging / SCORING_WEIGHTS_NAME)
+            if isinstance(self.backbone, PeftModel):
+                self.backbone.save_pretrained(staging / ADAPTER_DIR)
+            if include_backbone:
+                self.backbone.save_pretrained(staging / BACKBONE_DIR)
+                self.processor.save_pretrained(staging / BACKBONE_DIR)
+            (staging / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2))
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    @property
+    def device(self) -> torch.device:
+        return self.reward_embedding.device
+
+    @property
+    def language_backbone(self) -> nn.Module:
+        """The backbone without its LM head (`Qwen3VLModel`): it returns last-layer hidden states."""
+        backbone = self.backbone.get_base_model() if isinstance(self.backbone, PeftModel) else self.backbone
+        return backbone.model
+
+    def load_videos(self, videos: Sequence[VideoSource | Video]) -> list[Video]:
+        """Decode and validate every video up front (`VideoInputError` names the bad one)."""
+        return [
+            video if isinstance(video, Video) else load_video(video, self.config.sampling, name=f"videos[{i}]")
+            for i, video in enumerate(videos)
+        ]
+
+    def chat_prefix(self, prompt: str) -> str:
+        """The chat text up to the start of the assistant's answer, with one video placeholder."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": instruction(prompt)}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prepare_inputs(
+        self,
+        videos: Sequence[VideoSource | Video],
+        prompts: Sequence[str],
+        cots: Sequence[str | None] | None = None,
+        append_reward_token: bool = True,
+    ) -> BatchFeature:
+        """Tokenise `[chat(video, prompt) ; cot ; <reward>]` for a batch, left-padded, on the model's device."""
+        videos = self.load_videos(videos)
+        cots = list(cots) if cots is not None else [None] * len(videos)
+        if not len(videos) == len(prompts) == len(cots):
+            raise ValueError(f"got {len(videos)} videos, {len(prompts)} prompts and {len(cots)} CoTs; expected equal")
+        texts = []
+        for index, (prompt, cot) in enumerate(zip(prompts, cots, strict=True)):
+            for name, text in (("prompts", prompt), ("cots", cot)):
+                if text is not None and not isinstance(text, str):
+                    raise TypeError(f"{name}[{index}]: expected a string, got {type(text).__name__}")
+                if text and self.config.reward_token in text:
+                    raise ValueError(f"{name}[{index}]: contains the reserved token {self.config.reward_token!r}")
+            suffix = self.config.reward_token if append_reward_token else ""
+            texts.append(self.chat_prefix(prompt) + (cot or "") + suffix)
+        sampling = self.config.sampling
+        inputs = self.processor(
+            text=texts,
+            videos=[video.frames for video in videos],
+            video_metadata=[video.metadata for video in videos],
+            do_sample_frames=False,
+            cap_pixels_per_frame=True,
+            size={"shortest_edge": sampling.min_pixels_per_frame, "longest_edge": sampling.max_total_pixels},
+            padding=True,
+            return_tensors="pt",
+        )
+        return inputs.to(self.device)
+
+    # ----------------------------------------------------------------------------------------- scoring
+
+    def rewards_from_inputs(self, inputs: BatchFeature) -> torch.Tensor:
+        """Rewards `(B,)` from prepared inputs holding exactly one `<reward>` per row (any padding side)."""
+        is_reward = inputs["input_ids"] == self.reward_token_id
+        if not bool((is_reward.sum(1) == 1).all()):
+            raise ValueError(f"every row must hold exactly one {self.config.reward_token} token")
+        hidden = self.language_backbone(**inputs).last_hidden_state  # (B, L, hidden)
+        reward_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), is_reward.int().argmax(1)]
+        return self.head(reward_hidden.float())
+
+    def forward(
+        self,
+        videos: Sequence[VideoSource | Video],
+        prompts: Sequence[str],
+        cots: Sequence[str | None] | None = None,
+    ) -> torch.Tensor:
+        """Rewards `(B,)`, with gradients, for `[video ; prompt ; cot or nothing ; <reward>]`."""
+        return self.rewards_from_inputs(self.prepare_inputs(videos, prompts, cots))
+
+    @torch.no_grad()
+    def score(
+        self,
+        videos: Sequence[VideoSource | Video],
+        prompts: str | Sequence[str],
+        think: bool = True,
+        batch_size: int = 8,
+        max_new_tokens: int = 512,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        generation_kwargs: dict | None = None,
+    ) -> list[ScoreResult]:
+        """Score videos. With `think`, generate a CoT then score it from the generation's KV cache;
+        without, score `[video ; prompt ; <reward>]` in one prefill. Videos are all decoded and checked
+        before the backbone runs."""
+        prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != len(videos):
+            raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        videos = self.load_videos(videos)
+        results = []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(videos), batch_size):
+                batch, batch_prompts = videos[start : start + batch_size], prompts[start : start + batch_size]
+                if think:
+                    sampling = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, **(generation_kwargs or {}))
+                    if do_sample:
+                        sampling.update(temperature=temperature, top_p=top_p)
+                    results += self._think_and_score(batch, batch_prompts, sampling)
+                else:
+                    rewards = self.rewards_from_inputs(self.prepare_inputs(batch, batch_prompts))
+                    results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
+        return results
+
+    def _eos_token_ids(self, generation: dict) -> list[int]:
+        eos = generation.get("eos_token_id", self.backbone.generation_config.eos_token_id)
+        eos = self.processor.tokenizer.eos_token_id if eos is None else eos
+        return [eos] if isinstance(eos, int) else list(eos)
+
+    def generate_cots(self, inputs: BatchFeature, **generation) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """Generate CoTs for prepared inputs (no `<reward>`). `generation` goes to `generate`.
+
+        Returns the generated tokens `(B, L)`, each row's CoT length `(B,)` (tokens before its first
+        end-of-sequence token), and the generation's KV cache, which holds all tokens but the last.
+        """
+        eos_ids = self._eos_token_ids(generation)
+        generation = {**generation, "eos_token_id": eos_ids}
+        output = self.backbone.generate(
+            **inputs,
+            **generation,
+            pad_token_id=self.processor.tokenizer.pad_token_id,
+            suppress_tokens=[self.reward_token_id],
+            return_dict_in_generate=True,
+        )
+        generated = output.sequences[:, inputs["input_ids"].shape[1] :]
+        ended = torch.isin(generated, torch.tensor(eos_ids, device=generated.device))
+        cot_length = torch.where(ended.any(1), ended.int().argmax(1), generated.shape[1])
+        return generated, cot_length, output.past_key_values
+
+    def reward_after_generation(
+        self, inputs: BatchFeature, generated: torch.Tensor, cot_length: torch.Tensor, cache
+    ) -> torch.Tensor:
+        """Rewards `(B,)` from one step of `[last generated token, <reward>]` on the generation's cache.
+
+        Tokens from each row's end-of-sequence token on are masked out and `<reward>` takes the
+        position right after the row's CoT, so this equals a forward over `[prompt ; cot ; <reward>]`
+        without a second prefill of the video and CoT.
+        """
+        length = generated.shape[1]
+        in_cot = torch.arange(length, device=generated.device) < cot_length[:, None]  # (B, L)
+        attention_mask = torch.cat(
+            [inputs["attention_mask"], in_cot.long(), torch.ones_like(cot_length)[:, None]], dim=1
+        )
+        real_prompt_length = inputs["attention_mask"].sum(1)  # (B,), left padding excluded
+        text_positions = torch.stack([real_prompt_length + length - 1, real_prompt_length + cot_length], dim=1)
+        _, rope_deltas = self.language_backbone.get_rope_index(
+            inputs["input_ids"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            video_grid_thw=inputs["video_grid_thw"],
+            attention_mask=inputs["attention_mask"],
+        )
+        # M-RoPE positions: row 0 is the text position, rows 1-3 add the video's offset.
+        position_ids = torch.cat([text_positions[None], (text_positions + rope_deltas)[None].expand(3, -1, -1)])
+        step_ids = torch.stack([generated[:, -1], torch.full_like(cot_length, self.reward_token_id)], dim=1)
+        hidden = self.language_backbone(
+            input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache
+        ).last_hidden_state[:, -1]
+        return self.head(hidden.float())
+
+    def _think_and_score(self, videos: list[Video], prompts: list[str], generation: dict) -> list[ScoreResult]:
+        inputs = self.prepare_inputs(videos, prompts, append_reward_token=False)
+        generated, cot_length, cache = self.generate_cots(inputs, **generation)
+        rewards = self.reward_after_generation(inputs, generated, cot_length, cache).tolist()
+        results = []
+        for row, video in enumerate(videos):
+            cot = self.processor.tokenizer.decode(generated[row, : cot_length[row]], skip_special_tokens=True)
+            parsed = parse_cot(cot)
+            results.append(ScoreResult(rewards[row], cot, parsed.reasoning, parsed.scores, video.name))
+        return results
+
+    def compare(
+        self, video_a: VideoSource | Video, video_b: VideoSource | Video, prompt: str, **score_kwargs
+    ) -> Comparison:
+        """Score two videos of one prompt; `margin = r(A) - r(B)`, with Rao-Kupper probabilities when
+        the model has `tie_theta`."""
+        a, b = self.score([video_a, video_b], [prompt, prompt], **score_kwargs)
+        comparison = Comparison(margin=a.reward - b.reward, a=a, b=b)
+        if self.config.tie_theta is not None:
+            p_a, p_tie, p_b = rao_kupper_probabilities(torch.tensor(comparison.margin), self.config.tie_theta)
+            comparison.p_a_better, comparison.p_tie, comparison.p_b_better = p_a.item(), p_tie.item(), p_b.item()
+        return comparison
+
+
+def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: bool):
+    model = AutoModelForImageTextToText.from_pretrained(backbone, dtype=dtype, trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(backbone, trust_remote_code=trust_remote_code)
+    return model.eval(), processor

@@ -1,0 +1,68 @@
+"""The `descore` command line, run as a user runs it: a subprocess on real files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def descore(*args, cwd=None):
+    command = [sys.executable, "-m", "descore_reward.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "model"
+    tiny_model.save_pretrained(path, include_backbone=True)
+    return path
+
+
+def test_score_prints_one_line_per_video(checkpoint, synthetic_videos):
+    result = descore(
+        "score", *synthetic_videos, "--prompt", "a red square", "--model", checkpoint, "--max-new-tokens", "4"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(synthetic_videos)
+    for line, video in zip(lines, synthetic_videos):
+        reward, path, _ = line.split("\t")
+        float(reward)
+        assert path == str(video)
+
+
+def test_score_json_without_thinking(checkpoint, synthetic_videos):
+    result = descore("score", synthetic_videos[0], "--prompt", "x", "--model", checkpoint, "--no-think", "--json")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["cot"] is None and isinstance(row["reward"], float) and row["video"] == str(synthetic_videos[0])
+
+
+def test_bad_input_is_one_line_naming_the_file(checkpoint, synthetic_videos, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("this is not a video")
+    result = descore("score", synthetic_videos[0], broken, "--prompt", "x", "--model", checkpoint)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("descore score: error:")]
+    assert len(errors) == 1 and str(broken) in errors[0]
+
+
+def test_missing_model_is_named(synthetic_videos, tmp_path):
+    result = descore("score", synthetic_videos[0], "--prompt", "x", "--model", tmp_path / "nowhere")
+    assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_refuses_foreign_folders(tmp_path):
+    result = descore("demo", "--out", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "demo" / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all("reward" in row and "cot" in row for row in rows)
+    assert (tmp_path / "demo" / "model" / "descore_config.json").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep me")
+    result = descore("demo", "--out", tmp_path / "mine")
+    assert result.returncode == 2 and "mine" in result.stderr
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"

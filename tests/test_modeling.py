@@ -1,0 +1,175 @@
+"""The think-then-score model on a tiny random Qwen3-VL: shapes, gradients, KV-cache scoring,
+padding, save/load, and input checks."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from descore_reward.modeling import DeScoreModel
+from descore_reward.video import VideoInputError
+
+PROMPTS = ["a red square moves right", "a blue circle stays still on a grey background, the camera stays still"]
+
+
+def two_videos():
+    """Two in-memory videos of different lengths and sizes, so that batching needs real padding."""
+    generator = torch.Generator().manual_seed(0)
+    return [
+        torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8, generator=generator),
+        torch.rand(8, 48, 80, 3, generator=generator),
+    ]
+
+
+def full_forward_reward(model, video, prompt, cot_ids):
+    """Reference: one forward over `[prompt ; cot ; <reward>]`, built from token ids, no cache."""
+    inputs = model.prepare_inputs([video], [prompt], append_reward_token=False)
+    tail = torch.cat([cot_ids, torch.tensor([model.reward_token_id])])[None]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tail)], dim=1)
+    with torch.no_grad():
+        return model.rewards_from_inputs(inputs).item()
+
+
+def test_forward_gives_one_reward_per_video_with_gradients(make_model):
+    model = make_model()
+    rewards = model(two_videos(), PROMPTS, cots=["The square moves right.", None])
+    assert rewards.shape == (2,) and rewards.dtype == torch.float32 and torch.isfinite(rewards).all()
+    rewards.sum().backward()
+    assert model.reward_embedding.grad is not None and model.reward_embedding.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.head.parameters())
+    layer = model.language_backbone.language_model.layers[0].self_attn.q_proj.weight
+    assert layer.grad is not None and layer.grad.abs().sum() > 0
+
+
+def test_cot_changes_the_reward(tiny_model):
+    videos = two_videos()[:1]
+    with torch.no_grad():
+        without = tiny_model(videos, PROMPTS[:1]).item()
+        with_cot = tiny_model(videos, PROMPTS[:1], cots=["The square is red and it moves right."]).item()
+    assert without != pytest.approx(with_cot, abs=1e-6)
+
+
+def test_kv_cache_scoring_equals_a_full_forward(tiny_model):
+    videos = two_videos()
+    inputs = tiny_model.prepare_inputs(videos, PROMPTS, append_reward_token=False)
+    sampling = dict(max_new_tokens=10, do_sample=True, temperature=2.0)
+    torch.manual_seed(0)
+    generated, _, _ = tiny_model.generate_cots(inputs, **sampling)
+    # Make row 0 stop early: one of its tokens that row 1 never writes becomes end-of-sequence.
+    row0, row1 = generated[0].tolist(), generated[1].tolist()
+    stop = next(j for j in range(1, 9) if row0[j] not in row1 and row0[j] not in row0[:j])
+    torch.manual_seed(0)
+    generated, cot_length, cache = tiny_model.generate_cots(inputs, **sampling, eos_token_id=row0[stop])
+    assert cot_length.tolist() == [stop, 10]
+    with torch.no_grad():
+        cached = tiny_model.reward_after_generation(inputs, generated, cot_length, cache)
+    for row in range(2):
+        reference = full_forward_reward(tiny_model, videos[row], PROMPTS[row], generated[row, : cot_length[row]])
+        assert cached[row].item() == pytest.approx(reference, abs=1e-4)
+    results = tiny_model.score(
+        videos,
+        PROMPTS,
+        think=True,
+        seed=0,
+        generation_kwargs=dict(eos_token_id=row0[stop]),
+        do_sample=True,
+        temperature=2.0,
+        max_new_tokens=10,
+    )
+    assert [r.reward for r in results] == pytest.approx(cached.tolist(), abs=1e-5)
+
+
+def test_batch_equals_each_video_alone(tiny_model):
+    videos = two_videos()
+    for think in (False, True):
+        batched = tiny_model.score(videos, PROMPTS, think=think, max_new_tokens=6)
+        alone = [tiny_model.score([v], [p], think=think, max_new_tokens=6)[0] for v, p in zip(videos, PROMPTS)]
+        assert [r.reward for r in batched] == pytest.approx([r.reward for r in alone], abs=1e-4)
+        assert [r.cot for r in batched] == [r.cot for r in alone]
+
+
+def test_think_and_fast_results(tiny_model):
+    thought = tiny_model.score(two_videos(), PROMPTS, think=True, max_new_tokens=5)
+    fast = tiny_model.score(two_videos(), PROMPTS, think=False)
+    assert all(isinstance(r.cot, str) and r.cot for r in thought)
+    assert all(r.cot is None and r.scores is None for r in fast)
+    assert all(r.video == f"videos[{i}]" for i, r in enumerate(fast))
+
+
+def test_sampled_thinking_is_reproducible_with_a_seed(tiny_model):
+    kwargs = dict(think=True, max_new_tokens=8, do_sample=True, temperature=1.5, seed=3)
+    first = tiny_model.score(two_videos(), PROMPTS, **kwargs)
+    second = tiny_model.score(two_videos(), PROMPTS, **kwargs)
+    assert [r.cot for r in first] == [r.cot for r in second]
+
+
+def test_compare_with_ties(make_model):
+    model = make_model(tie_theta=5.0)
+    comparison = model.compare(two_videos()[0], two_videos()[1], PROMPTS[0], think=False)
+    assert comparison.margin == pytest.approx(comparison.a.reward - comparison.b.reward)
+    total = comparison.p_a_better + comparison.p_tie + comparison.p_b_better
+    assert total == pytest.approx(1.0, abs=1e-6) and comparison.p_tie > 0
+
+
+def test_save_and_load_round_trip(make_model, tmp_path):
+    model = make_model(seed=1)
+    with torch.no_grad():
+        model.head.layers.bias.fill_(0.25)
+    before = [r.reward for r in model.score(two_videos(), PROMPTS, think=False)]
+    model.save_pretrained(tmp_path / "ckpt", include_backbone=True)
+    loaded = DeScoreModel.from_pretrained(tmp_path / "ckpt")
+    after = [r.reward for r in loaded.score(two_videos(), PROMPTS, think=False)]
+    assert after == pytest.approx(before, abs=1e-6)
+    assert not list(tmp_path.glob(".ckpt.*")), "no staging directory left behind"
+    model.save_pretrained(tmp_path / "ckpt", include_backbone=True)  # overwriting its own checkpoint is fine
+
+
+def test_lora_adapter_round_trip(make_model, tmp_path):
+    model = make_model()
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    base = [r.reward for r in model.score(two_videos(), PROMPTS, think=False)]
+    model.backbone = get_peft_model(model.backbone, lora)
+    adapted = [r.reward for r in model.score(two_videos(), PROMPTS, think=False)]
+    assert adapted != pytest.approx(base, abs=1e-4), "the adapter must change the rewards"
+    model.save_pretrained(tmp_path / "lora")
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "lora" / "backbone").exists(), "a LoRA checkpoint does not copy the base weights"
+    loaded = DeScoreModel.from_pretrained(tmp_path / "lora")
+    assert [r.reward for r in loaded.score(two_videos(), PROMPTS, think=False)] == pytest.approx(adapted, abs=1e-6)
+    with pytest.raises(ValueError, match="merge"):
+        model.save_pretrained(tmp_path / "full", include_backbone=True)
+
+
+def test_save_never_clobbers_foreign_directories(tiny_model, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not overwriting"):
+        tiny_model.save_pretrained(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    with pytest.raises(FileNotFoundError, match="not a DeScore checkpoint"):
+        DeScoreModel.from_pretrained(tmp_path / "mine")
+
+
+def test_bad_arguments_are_named(tiny_model, tmp_path):
+    video = two_videos()[0]
+    with pytest.raises(ValueError, match=r"prompts\[0\]: contains the reserved token"):
+        tiny_model.score([video], ["please <reward> me"], think=False)
+    with pytest.raises(ValueError, match="one prompt per video"):
+        tiny_model.score([video, video], ["a", "b", "c"], think=False)
+    with pytest.raises(TypeError, match=r"cots\[0\]: expected a string"):
+        tiny_model([video], ["a"], cots=[3])
+    with pytest.raises(VideoInputError, match=r"videos\[1\]: expected 4 dimensions"):
+        tiny_model.score([video, video[0]], ["a", "b"], think=False)
+    with pytest.raises(VideoInputError, match="missing.mp4"):
+        tiny_model.score([video, tmp_path / "missing.mp4"], "a", think=False)
+
+
+def test_scores_every_real_video(tiny_model, real_videos):
+    prompt = "a person walks through a room"
+    fast = tiny_model.score(real_videos, prompt, think=False, batch_size=6)
+    thought = tiny_model.score(real_videos, prompt, think=True, max_new_tokens=4, batch_size=3)
+    for results in (fast, thought):
+        assert len(results) == len(real_videos)
+        assert all(torch.isfinite(torch.tensor(r.reward)) for r in results)
+        assert [r.video for r in results] == [str(p) for p in real_videos]

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from descore_reward.video import VideoInputError, VideoSampling, load_video, sample_indices
+
+
+def test_sample_indices_follow_fps_and_bounds():
+    sampling = VideoSampling(fps=2.0, min_frames=4, max_frames=10)
+    assert len(sample_indices(120, 24.0, sampling)) == 10  # 5 s at 2 fps
+    assert len(sample_indices(48, 24.0, sampling)) == 4  # 2 s at 2 fps, raised to min_frames
+    assert len(sample_indices(600, 24.0, sampling)) == 10  # capped at max_frames
+    assert sample_indices(3, 24.0, sampling) == [0, 1, 2]  # never more frames than the video has
+    indices = sample_indices(120, 24.0, sampling)
+    assert indices[0] == 0 and indices[-1] == 119 and indices == sorted(indices)
+
+
+def test_every_input_format_gives_the_same_frames():
+    rng = np.random.default_rng(0)
+    thwc = rng.integers(0, 256, size=(8, 32, 48, 3), dtype=np.uint8)
+    sources = {
+        "numpy THWC uint8": thwc,
+        "torch TCHW uint8": torch.from_numpy(thwc).permute(0, 3, 1, 2),
+        "torch THWC float": torch.from_numpy(thwc).float() / 255.0,
+        "numpy TCHW float": thwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0,
+        "PIL list": [Image.fromarray(frame) for frame in thwc],
+    }
+    expected = load_video(thwc).frames
+    for name, source in sources.items():
+        video = load_video(source)
+        assert video.frames.dtype == torch.uint8 and video.frames.shape == expected.shape, name
+        assert torch.equal(video.frames, expected), name
+    assert video.metadata.fps == VideoSampling().input_fps
+
+
+def test_decodes_a_written_mp4(synthetic_videos):
+    video = load_video(synthetic_videos[0], VideoSampling(fps=4.0))
+    assert video.frames.shape[1:] == (3, 64, 64)
+    assert video.metadata.total_num_frames == 16 and video.metadata.fps == pytest.approx(8.0)
+    assert len(video.metadata.frames_indices) == video.frames.shape[0] == 8
+
+
+def test_decodes_every_real_video(real_videos):
+    for path in real_videos:
+        video = load_video(path)
+        assert video.frames.dtype == torch.uint8 and video.frames.shape[1] == 3, path
+        assert 4 <= video.frames.shape[0] <= 12, path  # about 5 s at 2 fps
+        assert video.frames.float().std() > 1.0, path  # real content, not blank frames
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (np.zeros((8, 32, 32), dtype=np.uint8), "expected 4 dimensions"),
+        (np.zeros((8, 32, 32, 4), dtype=np.uint8), "3 colour channels"),
+        (np.zeros((8, 32, 32, 3), dtype=np.int32), "unsupported dtype"),
+        (np.full((8, 32, 32, 3), np.nan, dtype=np.float32), "NaN or infinite"),
+        (np.full((8, 32, 32, 3), 2.0, dtype=np.float32), r"must lie in \[0, 1\]"),
+        (np.full((8, 32, 32, 3), -0.5, dtype=np.float32), r"must lie in \[0, 1\]"),
+        (np.zeros((0, 32, 32, 3), dtype=np.uint8), "empty"),
+        ([], "empty"),
+        ([Image.new("RGB", (8, 8)), "frame"], "frame 1 is a str"),
+        ([Image.new("RGB", (8, 8)), Image.new("RGB", (9, 8))], "different sizes"),
+        (42, "expected a file path"),
+    ],
+)
+def test_bad_in_memory_input_is_named(source, message):
+    with pytest.raises(VideoInputError, match=message) as error:
+        load_video(source, name="videos[3]")
+    assert "videos[3]" in str(error.value)
+
+
+def test_bad_files_are_named(tmp_path, real_videos):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(real_videos[0].read_bytes()[:20_000])
+    cases = {
+        tmp_path / "missing.mp4": "no such video file",
+        tmp_path: "is a directory",
+        empty: "empty",
+        text: "not a video file, or truncated",
+        truncated: "not a video file, or truncated",
+    }
+    for path, message in cases.items():
+        with pytest.raises(VideoInputError, match=message) as error:
+            load_video(path)
+        assert str(path) in str(error.value)
+
+
+def test_sampling_config_is_checked():
+    with pytest.raises(ValueError, match="min_frames"):
+        VideoSampling(min_frames=0)
+    with pytest.raises(ValueError, match="fps"):
+        VideoSampling(fps=0)
