@@ -86,7 +86,6 @@ def main() -> None:
         for c, d in [("red", "right"), ("blue", "left"), ("green", "up"), ("yellow", "down")] * 2
     ]
     prompt = Scene().prompt()
-    cot = dict(min_new_tokens=args.cot_tokens)  # a fixed CoT length, whatever the random model writes
 
     def generate_only(batch=videos[:1], tokens=args.cot_tokens):
         inputs = model.prepare_inputs(batch, [prompt] * len(batch), append_reward_token=False)

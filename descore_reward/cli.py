@@ -39,6 +39,63 @@ def _add_demo_command(commands) -> None:
     parser.set_defaults(run=run_demo)
 
 
+def _add_eval_command(commands) -> None:
+    from .eval_runner import BENCHMARKS
+
+    parser = commands.add_parser("eval", help="preference accuracy on a benchmark, resumable, with the paper's table")
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    parser.add_argument("--data", required=True, help="JSONL (in-domain), CSV (VideoGen) or JSONL/parquet (GenAI)")
+    parser.add_argument("--model", required=True, help="a DeScore checkpoint directory")
+    parser.add_argument("--out", required=True, help="scores, metrics.json, table.md and table.png go here")
+    parser.add_argument("--no-think", action="store_true", help="score without generating CoTs")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=SCORES.jsonl",
+        help='another model\'s scores, rows {"video", "prompt", "reward"}; repeatable',
+    )
+    parser.add_argument("--name", default=None, help="this model's row name in the table (default: folder name)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    parser.add_argument("--video-root", default=None, help="GenAI-Bench: folder the video paths are relative to")
+    parser.add_argument("--label-column", default=None, help="VideoGen CSV: label column (default Overall)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    parser.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from .eval_runner import evaluate, render_table
+
+    baselines = {}
+    for spec in args.baseline:
+        name, separator, path = spec.partition("=")
+        if not separator or not name or not path:
+            raise CommandError(f"--baseline {spec!r}: expected NAME=SCORES.jsonl")
+        baselines[name] = path
+    results = evaluate(
+        args.model,
+        args.benchmark,
+        args.data,
+        args.out,
+        think=not args.no_think,
+        baselines=baselines,
+        limit=args.limit,
+        video_root=args.video_root,
+        label_column=args.label_column,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        bootstrap=args.bootstrap,
+        name=args.name,
+        dtype=DTYPES.get(args.dtype),
+    )
+    if results:
+        print(render_table(results), end="")
+        print(f"wrote {Path(args.out) / 'metrics.json'}, table.md and table.png")
+
+
 def run_score(args: argparse.Namespace) -> None:
     from .modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
     from .video import load_video
@@ -79,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="descore", description="DeScore think-then-score video reward model")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_score_command(commands)
+    _add_eval_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)
+    from .data import DataError
     from .video import VideoInputError
 
     try:
         args.run(args)
-    except (CommandError, VideoInputError, FileNotFoundError, FileExistsError) as error:
+    except (CommandError, VideoInputError, DataError, FileNotFoundError, FileExistsError) as error:
         print(f"descore {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

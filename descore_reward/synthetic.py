@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import PreferencePair, write_jsonl
+from .prompts import DIMENSIONS, format_cot
+
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
@@ -54,4 +57,107 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     export_to_video(list(frames.astype(np.float32) / 255.0), str(path), fps=fps)
+    return path
+
+
+def oracle_scores(shown: Scene, asked: Scene) -> dict[str, int]:
+    """Sub-scores 1..5 a perfect judge gives video `shown` for the prompt of `asked`."""
+    wrong = (shown.color != asked.color) + (shown.shape != asked.shape)
+    return {
+        "object": 5 - 2 * wrong,
+        "dynamics": 5 if shown.direction == asked.direction else 1,
+        "environment": 5,
+        "style": 5,
+        "camera_movement": 5,
+    }
+
+
+def oracle_cot(shown: Scene, asked: Scene) -> str:
+    """A CoT a perfect judge writes: what the video shows against what the prompt asks, then scores."""
+    motion = "stays still" if shown.direction == "still" else f"moves {shown.direction}"
+    asked_motion = "stay still" if asked.direction == "still" else f"move {asked.direction}"
+    object_verdict = "as asked" if (shown.color, shown.shape) == (asked.color, asked.shape) else "which is wrong"
+    motion_verdict = "as asked" if shown.direction == asked.direction else "which is wrong"
+    reasoning = (
+        f"The video shows a {shown.color} {shown.shape}; the prompt asks for a {asked.color} {asked.shape}, "
+        f"{object_verdict}. The shape {motion}; it should {asked_motion}, {motion_verdict}. "
+        "The grey background and the still camera match the prompt."
+    )
+    return format_cot(reasoning, oracle_scores(shown, asked))
+
+
+def _violate(scene: Scene, rng: np.random.Generator) -> Scene:
+    """`scene` with one or more of colour, shape and direction changed."""
+    while True:
+        changed = Scene(
+            color=rng.choice(list(COLORS)) if rng.random() < 0.5 else scene.color,
+            shape=rng.choice(SHAPES) if rng.random() < 0.3 else scene.shape,
+            direction=rng.choice(list(DIRECTIONS)) if rng.random() < 0.5 else scene.direction,
+        )
+        if changed != scene:
+            return changed
+
+
+def make_pairs(
+    folder: str | Path, count: int, seed: int = 0, tie_rate: float = 0.1, frames: int = 16, size: int = 64, fps: int = 8
+) -> list[PreferencePair]:
+    """`count` preference pairs with videos written under `folder/videos` (one MP4 per distinct scene).
+
+    The winner shows the prompted scene, the loser violates one or more dimensions; with probability
+    `tie_rate` both violate it equally (a tie). A and B order is random. Every pair carries oracle
+    CoTs, sub-scores and per-dimension labels. Deterministic in `seed`.
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    written: dict[Scene, Path] = {}
+
+    def video_of(scene: Scene) -> Path:
+        if scene not in written:
+            name = f"{scene.color}_{scene.shape}_{scene.direction}.mp4"
+            written[scene] = write_mp4(render(scene, frames, size, size), folder / "videos" / name, fps=fps)
+        return written[scene]
+
+    pairs = []
+    for index in range(count):
+        asked = Scene(rng.choice(list(COLORS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
+        if rng.random() < tie_rate:
+            first = _violate(asked, rng)
+            second = _violate(asked, rng)
+            while second == first or oracle_scores(second, asked) != oracle_scores(first, asked):
+                second = _violate(asked, rng)  # a different, equally wrong video
+            shown = [first, second]
+        else:
+            shown = [asked, _violate(asked, rng)]
+            if rng.random() < 0.5:
+                shown.reverse()
+        scores = [oracle_scores(scene, asked) for scene in shown]
+        totals = [sum(s.values()) for s in scores]
+        label = "tie" if totals[0] == totals[1] else ("A" if totals[0] > totals[1] else "B")
+        dimension_labels = {
+            d: "tie" if scores[0][d] == scores[1][d] else ("A" if scores[0][d] > scores[1][d] else "B")
+            for d in DIMENSIONS
+        }
+        pairs.append(
+            PreferencePair(
+                id=f"synthetic-{seed}-{index:05d}",
+                prompt=asked.prompt(),
+                video_a=video_of(shown[0]),
+                video_b=video_of(shown[1]),
+                label=label,
+                dimension_labels=dimension_labels,
+                cot_a=oracle_cot(shown[0], asked),
+                cot_b=oracle_cot(shown[1], asked),
+                scores_a=scores[0],
+                scores_b=scores[1],
+                source=f"synthetic:{index}",
+            )
+        )
+    return pairs
+
+
+def make_dataset(folder: str | Path, count: int, seed: int = 0, name: str = "pairs.jsonl", **options) -> Path:
+    """Write `make_pairs` as this project's JSONL under `folder`; returns the JSONL path."""
+    pairs = make_pairs(folder, count, seed, **options)
+    path = Path(folder) / name
+    write_jsonl(pairs, path)
     return path

@@ -66,3 +66,37 @@ def test_demo_runs_offline_and_refuses_foreign_folders(tmp_path):
     result = descore("demo", "--out", tmp_path / "mine")
     assert result.returncode == 2 and "mine" in result.stderr
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
+
+
+def test_eval_prints_the_table(checkpoint, tmp_path):
+    from descore_reward.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", 4, seed=2)
+    result = descore(
+        "eval",
+        "--benchmark",
+        "in-domain",
+        "--data",
+        data,
+        "--model",
+        checkpoint,
+        "--out",
+        tmp_path / "out",
+        "--no-think",
+        "--name",
+        "tiny",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| tiny |" in result.stdout and (tmp_path / "out" / "table.png").exists()
+    bad = descore(
+        "eval",
+        "--benchmark",
+        "in-domain",
+        "--data",
+        tmp_path / "nope.jsonl",
+        "--model",
+        checkpoint,
+        "--out",
+        tmp_path / "out2",
+    )
+    assert bad.returncode == 2 and "nope.jsonl" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,252 @@
+"""Preference pairs: one record type, readers for three file formats, validation before any work.
+
+This project's JSONL schema, one pair per line (paths relative to the JSONL file)::
+
+    {"id": "p0001", "prompt": "a red square moves right", "video_a": "videos/a.mp4", "video_b": "videos/b.mp4",
+     "label": "A",                                   # "A", "B" or "tie"
+     "dimension_labels": {"object": "A", "dynamics": "tie"},            # optional, any of the five
+     "cot_a": "...", "cot_b": "...",                                   # optional pre-collected CoTs
+     "scores_a": {"object": 5, ...}, "scores_b": {...}}                # optional sub-scores 1..5
+
+Also read: the VideoAlign / VideoGen-RewardBench CSV (`path_A, path_B, prompt, VQ, MQ, TA[, Overall]`,
+labels `A` / `B` / `same`, paths relative to the CSV) and GenAI-Bench video rows (`prompt,
+left_video, right_video, vote_type` in `leftvote` / `rightvote` / `tievote` / `bothbad_vote`; the last
+two are ties), as JSONL or parquet. Every problem is reported with its file and row number in one
+`DataError`, before training or scoring starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .prompts import DIMENSIONS, MAX_SCORE, MIN_SCORE
+
+LABELS = {"A": 1, "B": -1, "tie": 0}
+CSV_LABELS = {"A": "A", "B": "B", "same": "tie"}
+GENAI_VOTES = {"leftvote": "A", "rightvote": "B", "tievote": "tie", "bothbad_vote": "tie"}
+
+
+class DataError(ValueError):
+    """Problems found in a data file; the message lists each with its file and row."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
+        super().__init__(f"{len(problems)} problem(s) in the data:\n  {shown}")
+
+
+@dataclass
+class PreferencePair:
+    """One human comparison of two videos generated from the same prompt."""
+
+    id: str
+    prompt: str
+    video_a: Path
+    video_b: Path
+    label: str  # "A", "B" or "tie"
+    dimension_labels: dict[str, str] = field(default_factory=dict)
+    cot_a: str | None = None
+    cot_b: str | None = None
+    scores_a: dict[str, int] | None = None
+    scores_b: dict[str, int] | None = None
+    source: str = ""  # "file:row", for messages
+
+    @property
+    def human(self) -> int:
+        """+1 when A is preferred, -1 when B is, 0 for a tie."""
+        return LABELS[self.label]
+
+
+def _check_scores(value, where: str, name: str, problems: list[str]) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(DIMENSIONS):
+        problems.append(f"{where}: {name} must map each of {list(DIMENSIONS)} to an integer")
+        return None
+    for dimension, score in value.items():
+        if isinstance(score, bool) or not isinstance(score, int) or not MIN_SCORE <= score <= MAX_SCORE:
+            problems.append(f"{where}: {name}[{dimension!r}] = {score!r}, expected an integer {MIN_SCORE}..{MAX_SCORE}")
+            return None
+    return dict(value)
+
+
+def validate(pairs: list[PreferencePair], check_files: bool = True) -> list[PreferencePair]:
+    """Raise `DataError` listing every empty prompt, unknown label, duplicate id or missing video."""
+    problems, seen = [], {}
+    for pair in pairs:
+        if not isinstance(pair.prompt, str) or not pair.prompt.strip():
+            problems.append(f"{pair.source}: empty prompt")
+        if pair.label not in LABELS:
+            problems.append(f"{pair.source}: label {pair.label!r} is not one of {sorted(LABELS)}")
+        for dimension, label in pair.dimension_labels.items():
+            if label not in LABELS:
+                problems.append(f"{pair.source}: dimension label {dimension}={label!r} is not one of {sorted(LABELS)}")
+        if pair.id in seen:
+            problems.append(f"{pair.source}: duplicate id {pair.id!r} (first at {seen[pair.id]})")
+        seen.setdefault(pair.id, pair.source)
+        if check_files:
+            for name, path in (("video_a", pair.video_a), ("video_b", pair.video_b)):
+                if not path.is_file():
+                    problems.append(f"{pair.source}: {name} file not found: {path}")
+    if problems:
+        raise DataError(problems)
+    return pairs
+
+
+def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = True) -> list[PreferencePair]:
+    """Read and validate this project's JSONL schema (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file")
+    pairs, problems = [], []
+    required = ("id", "prompt", "video_a", "video_b", "label")
+    with path.open(encoding="utf-8") as lines:
+        for row, line in enumerate(lines, start=1):
+            if limit is not None and len(pairs) >= limit:
+                break
+            if not line.strip():
+                continue
+            where = f"{path}:{row}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                problems.append(f"{where}: not valid JSON ({error.msg})")
+                continue
+            if not isinstance(record, dict):
+                problems.append(f"{where}: expected a JSON object")
+                continue
+            missing = [key for key in required if key not in record]
+            if missing:
+                problems.append(f"{where}: missing field(s) {missing}")
+                continue
+            pairs.append(
+                PreferencePair(
+                    id=str(record["id"]),
+                    prompt=record["prompt"],
+                    video_a=path.parent / str(record["video_a"]),
+                    video_b=path.parent / str(record["video_b"]),
+                    label=record["label"],
+                    dimension_labels=dict(record.get("dimension_labels") or {}),
+                    cot_a=record.get("cot_a"),
+                    cot_b=record.get("cot_b"),
+                    scores_a=_check_scores(record.get("scores_a"), where, "scores_a", problems),
+                    scores_b=_check_scores(record.get("scores_b"), where, "scores_b", problems),
+                    source=where,
+                )
+            )
+    try:
+        validate(pairs, check_files)
+    except DataError as error:
+        problems += error.problems
+    if problems:
+        raise DataError(problems)
+    return pairs
+
+
+def write_jsonl(pairs: list[PreferencePair], path: str | Path) -> None:
+    """Write pairs in this project's schema, video paths relative to `path`'s folder."""
+    from .atomic import atomic_write_text
+
+    folder = Path(path).parent.resolve()
+    lines = []
+    for pair in pairs:
+        record = {
+            "id": pair.id,
+            "prompt": pair.prompt,
+            "video_a": str(Path(pair.video_a).resolve().relative_to(folder)),
+            "video_b": str(Path(pair.video_b).resolve().relative_to(folder)),
+            "label": pair.label,
+        }
+        optional = ("dimension_labels", "cot_a", "cot_b", "scores_a", "scores_b")
+        record.update({key: getattr(pair, key) for key in optional if getattr(pair, key)})
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(lines))
+
+
+def read_videoalign_csv(
+    path: str | Path, label_column: str | None = None, limit: int | None = None, check_files: bool = True
+) -> list[PreferencePair]:
+    """Read the VideoAlign / VideoGen-RewardBench CSV. The pair label comes from `label_column`
+    (default `Overall`); every other label column (VQ, MQ, TA, ...) becomes a dimension label."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file")
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        columns = reader.fieldnames or []
+        label_column = label_column or "Overall"
+        missing = [c for c in ("path_A", "path_B", "prompt", label_column) if c not in columns]
+        if missing:
+            hint = (
+                " (this file has no Overall column: pass label_column, e.g. 'TA')" if label_column == "Overall" else ""
+            )
+            raise DataError([f"{path}: missing column(s) {missing}{hint}; found {columns}"])
+        dimensions = [c for c in ("VQ", "MQ", "TA", "Overall") if c in columns and c != label_column]
+        pairs = []
+        for row, record in enumerate(reader, start=2):  # row 1 is the header
+            if limit is not None and len(pairs) >= limit:
+                break
+            pairs.append(
+                PreferencePair(
+                    id=f"{path.stem}-{row}",
+                    prompt=record["prompt"],
+                    video_a=path.parent / record["path_A"],
+                    video_b=path.parent / record["path_B"],
+                    label=CSV_LABELS.get(record[label_column], record[label_column]),
+                    dimension_labels={d: CSV_LABELS.get(record[d], record[d]) for d in dimensions},
+                    source=f"{path}:{row}",
+                )
+            )
+    return validate(pairs, check_files)
+
+
+def read_genai_bench(
+    path: str | Path, video_root: str | Path | None = None, limit: int | None = None, check_files: bool = True
+) -> list[PreferencePair]:
+    """Read GenAI-Bench video rows (JSONL or parquet); videos resolve against `video_root`
+    (default: the file's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file")
+    root = Path(video_root) if video_root is not None else path.parent
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet
+        except ImportError:
+            raise ImportError("reading parquet needs pyarrow: pip install 'descore-reward[eval]'") from None
+        records = pyarrow.parquet.read_table(path).to_pylist()
+    else:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs, problems = [], []
+    for row, record in enumerate(records, start=1):
+        if limit is not None and len(pairs) >= limit:
+            break
+        where = f"{path}:{row}"
+        missing = [key for key in ("prompt", "left_video", "right_video", "vote_type") if key not in record]
+        if missing:
+            problems.append(f"{where}: missing field(s) {missing}")
+            continue
+        vote = record["vote_type"]
+        if vote not in GENAI_VOTES:
+            problems.append(f"{where}: vote_type {vote!r} is not one of {sorted(GENAI_VOTES)}")
+            continue
+        pairs.append(
+            PreferencePair(
+                id=str(record.get("id", f"{path.stem}-{row}")),
+                prompt=record["prompt"],
+                video_a=root / record["left_video"],
+                video_b=root / record["right_video"],
+                label=GENAI_VOTES[vote],
+                source=where,
+            )
+        )
+    try:
+        validate(pairs, check_files)
+    except DataError as error:
+        problems += error.problems
+    if problems:
+        raise DataError(problems)
+    return pairs

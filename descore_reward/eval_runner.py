@@ -1,0 +1,245 @@
+"""`descore eval`: score a benchmark resumably, compute accuracies, and draw the paper's table.
+
+Each unique (video, prompt) is scored once. Scores are appended to `OUT/scores-rank{R}.jsonl` as
+they are computed (flushed and fsynced), so an interrupted run continues where it stopped and never
+recomputes a finished score. With several processes (`accelerate launch`), the unscored videos are
+split across them and the main process gathers every shard. `OUT/metrics.json` accumulates
+`{model: {benchmark: metrics}}` across runs, so three runs into one OUT fill the whole table, which
+is written as `table.md` and `table.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write_text
+from .data import PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
+from .evaluation import preference_metrics
+
+BENCHMARKS: dict[str, Callable[..., list[PreferencePair]]] = {
+    "in-domain": read_jsonl,
+    "genai-bench": read_genai_bench,
+    "videogen-rewardbench": read_videoalign_csv,
+}
+# The paper's table: (benchmark, metric, column title).
+TABLE_COLUMNS = [
+    ("in-domain", "accuracy_with_ties", "In-domain w/ tie"),
+    ("genai-bench", "accuracy_with_ties", "GenAI w/ tie"),
+    ("genai-bench", "accuracy_without_ties", "GenAI w/o tie"),
+    ("videogen-rewardbench", "accuracy_with_ties", "VideoGen w/ tie"),
+    ("videogen-rewardbench", "accuracy_without_ties", "VideoGen w/o tie"),
+]
+RUN_FILE = "run.json"
+
+
+def score_key(video: str | os.PathLike, prompt: str) -> str:
+    return f"{Path(video).resolve()}\x00{prompt}"
+
+
+def read_scores(paths: list[Path], relative_to: Path | None = None) -> dict[str, dict]:
+    """Score rows `{"video", "prompt", "reward", ...}` by key; a torn last line (a crash mid-write) is skipped.
+    Relative video paths resolve against `relative_to` (default: the working directory)."""
+    scores = {}
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                video = Path(row["video"])
+                video = (relative_to / video) if relative_to is not None and not video.is_absolute() else video
+                scores[score_key(video, row["prompt"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line torn by a crash mid-write: that video is scored again
+    return scores
+
+
+def check_run(out: Path, run: dict) -> None:
+    """Refuse to mix scores of another model or mode into `out`."""
+    path = out / RUN_FILE
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != run:
+            raise ValueError(f"{out}: holds scores of another run {previous}; this run is {run}. Use another --out")
+    else:
+        atomic_write_text(path, json.dumps(run, indent=2))
+
+
+def score_pairs(
+    model, pairs: list[PreferencePair], out: Path, think: bool, batch_size: int = 8, accelerator=None, **score_kwargs
+) -> dict[str, dict]:
+    """Score every unique (video, prompt) of `pairs` not yet in `out`; returns all scores by key."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    items = {}
+    for pair in pairs:
+        for video in (pair.video_a, pair.video_b):
+            items.setdefault(score_key(video, pair.prompt), (video, pair.prompt))
+    done = read_scores(sorted(out.glob("scores-rank*.jsonl")))
+    todo = [item for key, item in items.items() if key not in done][rank::world]
+    out.mkdir(parents=True, exist_ok=True)
+    shard = out / f"scores-rank{rank}.jsonl"
+    torn = shard.exists() and shard.stat().st_size > 0 and not shard.read_bytes().endswith(b"\n")
+    with shard.open("a", encoding="utf-8") as file, tqdm(total=len(todo), desc="scoring", disable=rank != 0) as bar:
+        if torn:
+            file.write("\n")
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            results = model.score(
+                [v for v, _ in batch], [p for _, p in batch], think=think, batch_size=batch_size, **score_kwargs
+            )
+            for (video, prompt), result in zip(batch, results, strict=True):
+                row = {**result.to_dict(), "video": str(Path(video).resolve()), "prompt": prompt}
+                file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+            bar.update(len(batch))
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return read_scores(sorted(out.glob("scores-rank*.jsonl")))
+
+
+def pair_margins(pairs: list[PreferencePair], scores: dict[str, dict], name: str = "model") -> np.ndarray:
+    """Margins `r(A) - r(B)` per pair; raises naming the first video `scores` lacks."""
+    margins = []
+    for pair in pairs:
+        rewards = []
+        for video in (pair.video_a, pair.video_b):
+            row = scores.get(score_key(video, pair.prompt))
+            if row is None or row.get("reward") is None:
+                raise ValueError(f"{name}: no score for {video} with the prompt of {pair.source}")
+            rewards.append(float(row["reward"]))
+        margins.append(rewards[0] - rewards[1])
+    return np.asarray(margins)
+
+
+def benchmark_metrics(pairs: list[PreferencePair], margins: np.ndarray, bootstrap: int = 0) -> dict:
+    """Overall metrics plus per-dimension accuracies of the same margins against each dimension's labels."""
+    metrics = preference_metrics([p.human for p in pairs], margins, bootstrap=bootstrap)
+    dimensions = sorted({d for pair in pairs for d in pair.dimension_labels})
+    for dimension in dimensions:
+        labelled = [i for i, pair in enumerate(pairs) if dimension in pair.dimension_labels]
+        labels = [{"A": 1, "B": -1, "tie": 0}[pairs[i].dimension_labels[dimension]] for i in labelled]
+        metrics.setdefault("dimensions", {})[dimension] = preference_metrics(labels, margins[labelled])
+    return metrics
+
+
+def render_table(results: dict[str, dict[str, dict]]) -> str:
+    """The paper's table in Markdown: a row per model, a column per (benchmark, metric)."""
+    lines = [
+        "| Model | " + " | ".join(title for _, _, title in TABLE_COLUMNS) + " |",
+        "|---|" + "---|" * len(TABLE_COLUMNS),
+    ]
+    for model, benchmarks in results.items():
+        cells = []
+        for benchmark, metric, _ in TABLE_COLUMNS:
+            value = benchmarks.get(benchmark, {}).get(metric)
+            cells.append("-" if value is None else f"{value:.3f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(results: dict[str, dict[str, dict]], path: Path) -> None:
+    """Grouped bars: a group per table column, a bar per model, the value printed on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results)
+    width = 0.8 / max(len(models), 1)
+    figure, axes = plt.subplots(figsize=(2.2 * len(TABLE_COLUMNS) + 1, 4))
+    for index, model in enumerate(models):
+        values = [results[model].get(b, {}).get(m) for b, m, _ in TABLE_COLUMNS]
+        xs = [c + (index - (len(models) - 1) / 2) * width for c in range(len(TABLE_COLUMNS))]
+        bars = axes.bar(xs, [v or 0.0 for v in values], width, label=model)
+        for bar, value in zip(bars, values, strict=True):
+            if value is not None:
+                axes.annotate(
+                    f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=7
+                )
+    axes.set_xticks(range(len(TABLE_COLUMNS)), [title for _, _, title in TABLE_COLUMNS], fontsize=8)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("preference accuracy")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(
+    out: Path, model_name: str, benchmark: str, metrics: dict, baselines: dict[str, dict] | None = None
+) -> dict:
+    """Merge into `out/metrics.json` and rewrite `table.md` and `table.png`; returns all results."""
+    path = out / "metrics.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault(model_name, {})[benchmark] = metrics
+    for name, baseline in (baselines or {}).items():
+        results.setdefault(name, {})[benchmark] = baseline
+    atomic_write_text(path, json.dumps(results, indent=2))
+    atomic_write_text(out / "table.md", render_table(results))
+    plot_table(results, out / "table.png")
+    return results
+
+
+def load_benchmark(
+    benchmark: str,
+    data: str | Path,
+    limit: int | None = None,
+    video_root: str | None = None,
+    label_column: str | None = None,
+) -> list[PreferencePair]:
+    """Read and validate a benchmark file (every problem reported before any scoring)."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARKS)}")
+    if benchmark == "genai-bench":
+        return read_genai_bench(data, video_root=video_root, limit=limit)
+    if benchmark == "videogen-rewardbench":
+        return read_videoalign_csv(data, label_column=label_column, limit=limit)
+    return read_jsonl(data, limit=limit)
+
+
+def evaluate(
+    model_dir: str | Path,
+    benchmark: str,
+    data: str | Path,
+    out: str | Path,
+    think: bool = True,
+    baselines: dict[str, str] | None = None,
+    limit: int | None = None,
+    video_root: str | None = None,
+    label_column: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    bootstrap: int = 0,
+    name: str | None = None,
+    dtype=None,
+) -> dict:
+    """Score `benchmark` with the DeScore checkpoint `model_dir` into `out`; returns all results so far."""
+    from accelerate import Accelerator
+
+    from .modeling import DeScoreModel
+
+    out = Path(out)
+    pairs = load_benchmark(benchmark, data, limit, video_root, label_column)
+    baseline_metrics = {}
+    for baseline, path in (baselines or {}).items():  # checked before the model loads
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--baseline {baseline}: no such scores file {path}")
+        scores = read_scores([Path(path)], relative_to=Path(data).parent)
+        baseline_metrics[baseline] = benchmark_metrics(pairs, pair_margins(pairs, scores, baseline), bootstrap)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run(out, {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens})
+    accelerator = Accelerator()
+    model = DeScoreModel.from_pretrained(model_dir, dtype=dtype, device=accelerator.device)
+    scores = score_pairs(model, pairs, out, think, batch_size, accelerator, max_new_tokens=max_new_tokens)
+    if not accelerator.is_main_process:
+        return {}
+    metrics = benchmark_metrics(pairs, pair_margins(pairs, scores), bootstrap)
+    rows = [scores[score_key(v, p.prompt)] for p in pairs for v in (p.video_a, p.video_b)]
+    unique = {score_key(r["video"], r["prompt"]): r for r in rows}
+    atomic_write_text(out / f"scores-{benchmark}.jsonl", "".join(json.dumps(r) + "\n" for r in unique.values()))
+    return write_report(out, name or Path(model_dir).resolve().name, benchmark, metrics, baseline_metrics)

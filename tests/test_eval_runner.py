@@ -1,0 +1,111 @@
+"""`descore eval`: resumable scoring, metrics, the paper's table and chart, on real files."""
+
+import json
+
+import pytest
+
+from descore_reward.eval_runner import evaluate, read_scores, render_table, score_pairs
+from descore_reward.synthetic import make_dataset
+
+from .conftest import REAL_VIDEOS
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval") / "tiny-descore"
+    tiny_model.save_pretrained(path, include_backbone=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def in_domain(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("in_domain"), 10, seed=1)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(checkpoint, in_domain, tmp_path):
+    from descore_reward.data import read_jsonl
+    from descore_reward.modeling import DeScoreModel
+
+    model = DeScoreModel.from_pretrained(checkpoint)
+    pairs = read_jsonl(in_domain)
+    real_score, calls = model.score, []
+
+    def score_then_crash(*args, **kwargs):  # the real model; the "crash" comes after one batch
+        if calls:
+            raise Interrupted
+        calls.append(1)
+        return real_score(*args, **kwargs)
+
+    model.score = score_then_crash
+    with pytest.raises(Interrupted):
+        score_pairs(model, pairs, tmp_path / "resumed", think=False, batch_size=4)
+    assert len(read_scores([tmp_path / "resumed" / "scores-rank0.jsonl"])) == 4
+    with (tmp_path / "resumed" / "scores-rank0.jsonl").open("a") as shard:
+        shard.write('{"video": "torn')  # a crash in the middle of a write
+    model.score = real_score
+    resumed = evaluate(checkpoint, "in-domain", in_domain, tmp_path / "resumed", think=False, batch_size=4)
+    lines = (tmp_path / "resumed" / "scores-rank0.jsonl").read_text().splitlines()
+    unique_videos = len({(str(v), p.prompt) for p in pairs for v in (p.video_a, p.video_b)})
+    assert len([line for line in lines if line.endswith("}")]) == unique_videos, "nothing scored twice"
+    straight = evaluate(checkpoint, "in-domain", in_domain, tmp_path / "straight", think=False, batch_size=4)
+    assert resumed["tiny-descore"]["in-domain"] == straight["tiny-descore"]["in-domain"]
+
+
+def test_table_chart_and_baselines(checkpoint, in_domain, tmp_path):
+    out = tmp_path / "out"
+    results = evaluate(checkpoint, "in-domain", in_domain, out, think=False, name="DeScore (tiny)")
+    ours = json.loads((out / "scores-in-domain.jsonl").read_text().splitlines()[0])
+    baseline = out.parent / "baseline.jsonl"  # a baseline that always prefers the video with the shorter path
+    rows = [
+        {"video": r["video"], "prompt": r["prompt"], "reward": -len(r["video"])}
+        for r in map(json.loads, (out / "scores-in-domain.jsonl").read_text().splitlines())
+    ]
+    baseline.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    results = evaluate(
+        checkpoint,
+        "in-domain",
+        in_domain,
+        out,
+        think=False,
+        name="DeScore (tiny)",
+        baselines={"Shorter path": str(baseline)},
+    )
+    assert set(results) == {"DeScore (tiny)", "Shorter path"} and "reward" in ours
+    metrics = json.loads((out / "metrics.json").read_text())
+    value = metrics["DeScore (tiny)"]["in-domain"]["accuracy_with_ties"]
+    table = (out / "table.md").read_text()
+    assert table == render_table(metrics) and f"{value:.3f}" in table and "Shorter path" in table
+    assert "| In-domain w/ tie | GenAI w/ tie | GenAI w/o tie | VideoGen w/ tie | VideoGen w/o tie |" in table
+    assert (out / "table.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(metrics["DeScore (tiny)"]["in-domain"]["dimensions"]) == {
+        "object",
+        "dynamics",
+        "environment",
+        "style",
+        "camera_movement",
+    }
+    with pytest.raises(ValueError, match="another run"):
+        evaluate(checkpoint, "in-domain", in_domain, out, think=True)
+
+
+def test_videogen_format_on_the_shared_real_videos(checkpoint, tmp_path):
+    data = REAL_VIDEOS / "pairs.csv"
+    if not data.exists():
+        pytest.skip(f"{data} not found")
+    results = evaluate(checkpoint, "videogen-rewardbench", data, tmp_path, think=False, label_column="TA", name="tiny")
+    metrics = results["tiny"]["videogen-rewardbench"]
+    assert metrics["pairs"] == 3 and metrics["human_ties"] == 1
+    assert set(metrics["dimensions"]) == {"VQ", "MQ"}
+
+
+def test_bad_benchmark_input_fails_before_the_model_loads(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\n')
+    from descore_reward.data import DataError
+
+    with pytest.raises(DataError, match="bad.jsonl:1: missing field"):
+        evaluate(tmp_path / "no-model-here", "in-domain", bad, tmp_path / "out")
