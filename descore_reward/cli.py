@@ -96,6 +96,30 @@ def run_eval(args: argparse.Namespace) -> None:
         print(f"wrote {Path(args.out) / 'metrics.json'}, table.md and table.png")
 
 
+def _add_train_command(commands) -> None:
+    parser = commands.add_parser("train", help="train DeScore")
+    stages = parser.add_subparsers(dest="stage", required=True)
+    cold_start = stages.add_parser("cold-start", help="stage 1: BT loss with random CoT masking")
+    cold_start.add_argument("--config", required=True, help="YAML file of ColdStartConfig fields")
+    cold_start.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
+    cold_start.set_defaults(run=run_train_cold_start)
+
+
+def run_train_cold_start(args: argparse.Namespace) -> None:
+    from .training.cold_start import ColdStartConfig, train
+    from .training.config import load_config
+
+    try:
+        config = load_config(ColdStartConfig, args.config, args.overrides)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    state = train(config)
+    evaluations = state["evaluations"]
+    if evaluations:
+        print(f"held-out accuracy: before {evaluations[0]} after {evaluations[-1]}")
+    print(f"model saved to {Path(config.output_dir) / 'final'}")
+
+
 def run_score(args: argparse.Namespace) -> None:
     from .modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
     from .video import load_video
@@ -137,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_score_command(commands)
     _add_eval_command(commands)
+    _add_train_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)
     from .data import DataError

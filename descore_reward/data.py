@@ -22,7 +22,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .prompts import DIMENSIONS, MAX_SCORE, MIN_SCORE
+from .video import Video, VideoSampling, load_video
 
 LABELS = {"A": 1, "B": -1, "tie": 0}
 CSV_LABELS = {"A": "A", "B": "B", "same": "tie"}
@@ -250,3 +253,39 @@ def read_genai_bench(
     if problems:
         raise DataError(problems)
     return pairs
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Preference pairs, indexable for a `DataLoader`."""
+
+    def __init__(self, pairs: list[PreferencePair]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> PreferencePair:
+        return self.pairs[index]
+
+
+@dataclass
+class PairBatch:
+    """A batch of B pairs with both videos decoded: `videos_a[i]` and `videos_b[i]` belong to `pairs[i]`."""
+
+    pairs: list[PreferencePair]
+    videos_a: list[Video]
+    videos_b: list[Video]
+
+
+class PairCollator:
+    """Decodes both videos of each pair (in DataLoader workers when there are any) and batches them."""
+
+    def __init__(self, sampling: VideoSampling):
+        self.sampling = sampling
+
+    def __call__(self, pairs: list[PreferencePair]) -> PairBatch:
+        return PairBatch(
+            pairs=pairs,
+            videos_a=[load_video(p.video_a, self.sampling) for p in pairs],
+            videos_b=[load_video(p.video_b, self.sampling) for p in pairs],
+        )

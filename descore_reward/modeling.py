@@ -35,6 +35,8 @@ CONFIG_NAME = "descore_config.json"
 SCORING_WEIGHTS_NAME = "descore_head.safetensors"
 ADAPTER_DIR = "adapter"
 BACKBONE_DIR = "backbone"
+# The language model's attention and MLP projections (Qwen2/2.5/3-VL names).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -210,6 +212,26 @@ class DeScoreModel(nn.Module):
                 self.backbone.save_pretrained(staging / BACKBONE_DIR)
                 self.processor.save_pretrained(staging / BACKBONE_DIR)
             (staging / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2))
+
+    def add_lora(
+        self,
+        rank: int = 64,
+        alpha: int | None = None,
+        dropout: float = 0.05,
+        target_modules: Sequence[str] = LORA_TARGETS,
+        adapt_vision: bool = False,
+    ) -> None:
+        """Wrap the backbone with a LoRA adapter (peft) on the language model's `target_modules`, and on
+        the vision tower's attention and MLP too with `adapt_vision`. The backbone's own weights freeze;
+        the head and the `<reward>` embedding stay trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        names = "|".join(target_modules)
+        pattern = rf".*language_model.*\.({names})"
+        if adapt_vision:
+            pattern = rf"({pattern})|(.*visual\.blocks.*\.(qkv|proj|linear_fc1|linear_fc2))"
+        config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=pattern)
+        self.backbone = get_peft_model(self.backbone, config)
 
     # ------------------------------------------------------------------------------------------ inputs
 

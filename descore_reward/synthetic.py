@@ -6,6 +6,7 @@ decoded video without downloading anything.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class Scene:
 def render(scene: Scene, frames: int = 16, height: int = 64, width: int = 64) -> np.ndarray:
     """Frames `(T, H, W, 3)` uint8 of `scene`: the shape travels half the frame over the clip."""
     ys, xs = np.mgrid[0:height, 0:width]
-    radius = min(height, width) // 6
+    radius = min(height, width) // 4
     dx, dy = DIRECTIONS[scene.direction]
     video = np.full((frames, height, width, 3), 128, dtype=np.uint8)
     for t in range(frames):
@@ -86,26 +87,33 @@ def oracle_cot(shown: Scene, asked: Scene) -> str:
     return format_cot(reasoning, oracle_scores(shown, asked))
 
 
-def _violate(scene: Scene, rng: np.random.Generator) -> Scene:
-    """`scene` with one or more of colour, shape and direction changed."""
+def _violate(scene: Scene, rng: np.random.Generator, violations: tuple[str, ...]) -> Scene:
+    """`scene` with one or more of the attributes in `violations` ("color", "shape", "direction") changed."""
+    choices = {"color": list(COLORS), "shape": list(SHAPES), "direction": list(DIRECTIONS)}
     while True:
-        changed = Scene(
-            color=rng.choice(list(COLORS)) if rng.random() < 0.5 else scene.color,
-            shape=rng.choice(SHAPES) if rng.random() < 0.3 else scene.shape,
-            direction=rng.choice(list(DIRECTIONS)) if rng.random() < 0.5 else scene.direction,
-        )
-        if changed != scene:
-            return changed
+        changed = {
+            name: rng.choice(choices[name]) if rng.random() < 0.5 else getattr(scene, name) for name in violations
+        }
+        candidate = dataclasses.replace(scene, **changed)
+        if candidate != scene:
+            return candidate
 
 
 def make_pairs(
-    folder: str | Path, count: int, seed: int = 0, tie_rate: float = 0.1, frames: int = 16, size: int = 64, fps: int = 8
+    folder: str | Path,
+    count: int,
+    seed: int = 0,
+    tie_rate: float = 0.1,
+    violations: tuple[str, ...] = ("color", "shape", "direction"),
+    frames: int = 16,
+    size: int = 64,
+    fps: int = 8,
 ) -> list[PreferencePair]:
     """`count` preference pairs with videos written under `folder/videos` (one MP4 per distinct scene).
 
-    The winner shows the prompted scene, the loser violates one or more dimensions; with probability
-    `tie_rate` both violate it equally (a tie). A and B order is random. Every pair carries oracle
-    CoTs, sub-scores and per-dimension labels. Deterministic in `seed`.
+    The winner shows the prompted scene, the loser changes one or more of the attributes named in
+    `violations`; with probability `tie_rate` both are equally wrong (a tie). A and B order is random.
+    Every pair carries oracle CoTs, sub-scores and per-dimension labels. Deterministic in `seed`.
     """
     rng = np.random.default_rng(seed)
     folder = Path(folder)
@@ -121,13 +129,13 @@ def make_pairs(
     for index in range(count):
         asked = Scene(rng.choice(list(COLORS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
         if rng.random() < tie_rate:
-            first = _violate(asked, rng)
-            second = _violate(asked, rng)
+            first = _violate(asked, rng, violations)
+            second = _violate(asked, rng, violations)
             while second == first or oracle_scores(second, asked) != oracle_scores(first, asked):
-                second = _violate(asked, rng)  # a different, equally wrong video
+                second = _violate(asked, rng, violations)  # a different, equally wrong video
             shown = [first, second]
         else:
-            shown = [asked, _violate(asked, rng)]
+            shown = [asked, _violate(asked, rng, violations)]
             if rng.random() < 0.5:
                 shown.reverse()
         scores = [oracle_scores(scene, asked) for scene in shown]

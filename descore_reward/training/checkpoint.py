@@ -1,0 +1,68 @@
+"""Training checkpoints: written atomically, resumed exactly.
+
+`OUTPUT/checkpoint-{step}/` holds `trainable.safetensors` (only the parameters that train: LoRA,
+head, `<reward>` embedding, or everything in a full fine-tune), `optimizer.pt`, `scheduler.pt`, the
+RNG states, and `trainer_state.json` (step, epoch, losses so far). A checkpoint exists only once
+complete (written in a staging folder, then renamed), so the latest one is always safe to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_directory
+
+STATE_NAME = "trainer_state.json"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
+    """Write `checkpoint-{state['step']}` atomically and keep only the newest `keep` checkpoints."""
+    path = output_dir / f"checkpoint-{state['step']}"
+    with atomic_directory(path, marker=STATE_NAME) as staging:
+        save_file(trainable_state(model), staging / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, staging / "rng.pt")
+        (staging / STATE_NAME).write_text(json.dumps(state, indent=2))
+    for old in checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints under `output_dir`, oldest first."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_NAME).is_file()]
+    return sorted(found, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG states from `path`; returns its trainer state."""
+    weights = load_file(path / "trainable.safetensors")
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks trainable parameters {missing[:5]}; was the config changed?")
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=False)
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((path / STATE_NAME).read_text())

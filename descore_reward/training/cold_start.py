@@ -1,0 +1,327 @@
+"""Stage 1, discriminative cold start (paper section 3.2).
+
+Each video of a pair is scored as `[video ; prompt ; cot ; <reward>]`; with probability `p_mask`,
+drawn independently for every scored sequence, its CoT is dropped (`[video ; prompt ; <reward>]`),
+so the head learns from the raw video as well as from the reasoning. Loss: Bradley-Terry
+`-log sigmoid(r_w - r_l)` on decided pairs (ties skipped), or Rao-Kupper with `tie_theta` to learn
+from ties too. LoRA on the language model (or a full fine-tune); the head and the `<reward>`
+embedding always train fully. AdamW, warm-up then cosine decay, effective batch through gradient
+accumulation, accelerate for devices and precision, atomic checkpoints with exact resume.
+
+    descore train cold-start --config cold_start.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import PeftModel
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_write_text
+from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_jsonl, read_videoalign_csv
+from ..evaluation import preference_metrics
+from ..losses import bradley_terry_loss, rao_kupper_loss
+from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
+from ..video import VideoSampling
+from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class ColdStartConfig:
+    """Stage-1 settings. Values the paper lost are choices, marked so.
+
+    model: a VLM id or path (a fresh head is added), or a DeScore checkpoint to continue from.
+    train_data / eval_data: this project's JSONL, or a VideoAlign CSV (`.csv`, labels from `label_column`).
+    p_mask: probability of dropping a sequence's CoT (lost in the paper; 0.5 is a choice).
+    loss: "bt" (pairs labelled tie are skipped) or "rao_kupper" (ties used, `tie_theta`).
+    lora: LoRA on the language model (rank 64 as in the paper); False for a full fine-tune.
+    adapt_vision: LoRA on the vision tower too; in a full fine-tune, whether the vision tower trains.
+    learning_rate: lost in the paper; 1e-4 (LoRA) is a choice. head_learning_rate: None = the same.
+    batch_size: effective pairs per optimizer step (32 in the paper), reached by accumulating
+        `micro_batch_size` pairs per process.
+    max_steps: stop after this many optimizer steps (None: `epochs` full passes).
+    """
+
+    model: str
+    train_data: str
+    output_dir: str
+    eval_data: str | None = None
+    label_column: str | None = None
+    p_mask: float = 0.5
+    loss: str = "bt"
+    tie_theta: float = 5.0
+    head_hidden_size: int | None = None
+    sampling: dict = field(default_factory=dict)
+    lora: bool = True
+    lora_rank: int = 64
+    lora_alpha: int | None = None
+    lora_dropout: float = 0.05
+    lora_target_modules: list = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    adapt_vision: bool = False
+    learning_rate: float = 1e-4
+    head_learning_rate: float | None = None
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    micro_batch_size: int = 4
+    epochs: int = 2
+    max_steps: int | None = None
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    report_to: str | None = "tensorboard"
+
+    def __post_init__(self):
+        if not 0.0 <= self.p_mask <= 1.0:
+            raise ValueError(f"p_mask must lie in [0, 1], got {self.p_mask}")
+        if self.loss not in ("bt", "rao_kupper"):
+            raise ValueError(f"loss must be 'bt' or 'rao_kupper', got {self.loss!r}")
+        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a positive multiple of micro_batch_size {self.micro_batch_size}"
+            )
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+
+
+def read_pairs(path: str, label_column: str | None = None) -> list[PreferencePair]:
+    """Read training pairs from JSONL, or from a VideoAlign / VideoGen-RewardBench CSV."""
+    return read_videoalign_csv(path, label_column) if Path(path).suffix == ".csv" else read_jsonl(path)
+
+
+def cot_mask(count: int, p_mask: float, key: tuple[int, ...]) -> list[bool]:
+    """Which of `count` sequences drop their CoT (True = dropped), drawn from `key` (seed, epoch,
+    batch) alone, so that a resumed run draws the same masks."""
+    return (np.random.default_rng(key).random(count) < p_mask).tolist()
+
+
+def masked_cots(pairs: list[PreferencePair], p_mask: float, key: tuple[int, ...]) -> tuple[list, list]:
+    """The CoTs of the A and B videos, each dropped (None) with probability `p_mask`."""
+    masks = cot_mask(2 * len(pairs), p_mask, key)
+    cots_a = [None if masked else pair.cot_a for pair, masked in zip(pairs, masks[: len(pairs)])]
+    cots_b = [None if masked else pair.cot_b for pair, masked in zip(pairs, masks[len(pairs) :])]
+    return cots_a, cots_b
+
+
+def build_model(config: ColdStartConfig) -> DeScoreModel:
+    """The model to train: loaded or new, with LoRA or fully trainable, per `config`."""
+    if (Path(config.model) / CONFIG_NAME).is_file():
+        model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
+    else:
+        descore_config = DeScoreConfig(
+            head_hidden_size=config.head_hidden_size,
+            tie_theta=config.tie_theta if config.loss == "rao_kupper" else None,
+            sampling=VideoSampling(**config.sampling),
+        )
+        model = DeScoreModel.from_backbone(config.model, descore_config, seed=config.seed)
+    if config.lora and not isinstance(model.backbone, PeftModel):  # a loaded checkpoint keeps its adapter
+        model.add_lora(
+            config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.adapt_vision
+        )
+    elif not config.lora:
+        model.backbone.requires_grad_(True)
+        model.language_backbone.visual.requires_grad_(config.adapt_vision)
+    if config.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.backbone.enable_input_require_grads()
+    return model.train()
+
+
+def pair_rewards(model, batch: PairBatch, cots_a: list, cots_b: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards `(B,)` of the A and B videos of a batch, both scored in one backbone call."""
+    prompts = [pair.prompt for pair in batch.pairs]
+    rewards = model(batch.videos_a + batch.videos_b, prompts + prompts, cots_a + cots_b)
+    return rewards[: len(prompts)], rewards[len(prompts) :]
+
+
+def pair_loss(reward_a: torch.Tensor, reward_b: torch.Tensor, labels: torch.Tensor, config: ColdStartConfig):
+    """BT on decided pairs (a batch of ties only gives a zero loss that keeps the graph), or Rao-Kupper."""
+    if config.loss == "rao_kupper":
+        return rao_kupper_loss(reward_a, reward_b, labels, config.tie_theta)
+    decided = labels != 0
+    if not decided.any():
+        return (reward_a + reward_b).sum() * 0.0
+    sign = labels[decided].float()
+    return bradley_terry_loss(sign * reward_a[decided], sign * reward_b[decided])
+
+
+@torch.no_grad()
+def evaluate_pairs(model: DeScoreModel, pairs: list[PreferencePair], use_cot: bool, batch_size: int = 8) -> dict:
+    """Preference metrics of `model` on `pairs`, with their pre-collected CoTs or with the CoT masked."""
+    was_training = model.training
+    model.eval()
+    collate = PairCollator(model.config.sampling)
+    margins = []
+    for start in range(0, len(pairs), batch_size):
+        batch = collate(pairs[start : start + batch_size])
+        cots_a = [p.cot_a if use_cot else None for p in batch.pairs]
+        cots_b = [p.cot_b if use_cot else None for p in batch.pairs]
+        reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
+        margins += (reward_a - reward_b).tolist()
+    model.train(was_training)
+    return preference_metrics([p.human for p in pairs], margins)
+
+
+def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
+    """Run stage 1, resuming from the newest checkpoint in `output_dir` if there is one.
+
+    `stop_after` ends the run after that many optimizer steps, as an interruption would (the
+    schedule still spans the whole run). Returns the trainer state: step, losses, evaluations.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    output_dir = Path(config.output_dir)
+    train_pairs = read_pairs(config.train_data, config.label_column)  # every problem reported up front
+    eval_pairs = read_pairs(config.eval_data, config.label_column) if config.eval_data else []
+    if config.loss == "bt" and not any(p.human for p in train_pairs):
+        raise ValueError(f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs")
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=str(output_dir)
+    )
+    accumulation = config.batch_size // (config.micro_batch_size * accelerator.num_processes)
+    if accumulation < 1:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than micro_batch_size x processes")
+    set_seed(config.seed)
+    model = build_model(config)
+    head_lr = config.head_learning_rate or config.learning_rate
+    scoring = [model.reward_embedding, *model.head.parameters()]
+    scoring_ids = {id(p) for p in scoring}
+    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in scoring_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone, "lr": config.learning_rate}, {"params": scoring, "lr": head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    order = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        PairDataset(train_pairs),
+        batch_size=config.micro_batch_size,
+        shuffle=True,
+        generator=order,
+        collate_fn=PairCollator(model.config.sampling),
+        num_workers=config.num_workers,
+    )
+    steps_per_epoch = math.ceil(len(loader) / accumulation)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    state = {"step": 0, "epoch": 0, "batches_done": 0, "losses": [], "evaluations": []}
+    previous = checkpoints(output_dir)
+    if previous:
+        state = load_checkpoint(previous[-1], unwrapped, optimizer, scheduler)
+        accelerator.print(f"resuming from {previous[-1]} (step {state['step']})")
+    if accelerator.is_main_process and config.report_to:
+        accelerator.init_trackers("descore-cold-start", {k: str(v) for k, v in dataclasses.asdict(config).items()})
+
+    def evaluate() -> None:
+        if not eval_pairs or not accelerator.is_main_process:
+            return
+        row = {"step": state["step"]}
+        for name, use_cot in (("cot", True), ("masked", False)):
+            metrics = evaluate_pairs(unwrapped, eval_pairs, use_cot, config.micro_batch_size)
+            row[f"accuracy_{name}"] = metrics["accuracy_without_ties"]
+            row[f"accuracy_with_ties_{name}"] = metrics["accuracy_with_ties"]
+        state["evaluations"].append(row)
+        accelerator.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step=state["step"])
+
+    if state["step"] == 0:
+        evaluate()
+    progress = tqdm(
+        total=total_steps, initial=state["step"], desc="cold start", disable=not accelerator.is_main_process
+    )
+    finished = state["step"] >= total_steps
+    while not finished:
+        order.manual_seed(config.seed + state["epoch"])  # the same data order on resume
+        batches = iter(loader)
+        for _ in range(state["batches_done"]):
+            next(batches)
+        window_loss = 0.0
+        for batch in batches:
+            state["batches_done"] += 1
+            last_of_step = state["batches_done"] % accumulation == 0 or state["batches_done"] == len(loader)
+            key = (config.seed, state["epoch"], state["batches_done"])
+            cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, key)
+            labels = torch.tensor([p.human for p in batch.pairs], device=accelerator.device)
+            with contextlib.nullcontext() if last_of_step else accelerator.no_sync(model):
+                reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
+                loss = pair_loss(reward_a, reward_b, labels, config) / accumulation
+                accelerator.backward(loss)
+            window_loss += loss.item()
+            if not last_of_step:
+                continue
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["losses"].append(window_loss)
+            window_loss = 0.0
+            progress.update(1)
+            if state["step"] % config.log_every == 0:
+                accelerator.log(
+                    {"train/loss": state["losses"][-1], "train/lr": scheduler.get_last_lr()[0]}, step=state["step"]
+                )
+            if state["step"] % config.eval_every == 0 or state["step"] == total_steps:
+                evaluate()
+            if state["step"] >= total_steps:
+                finished = True
+            if state["batches_done"] == len(loader):
+                state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
+            at_save = state["step"] % config.save_every == 0 or finished or state["step"] == stop_after
+            if at_save and accelerator.is_main_process:
+                save_checkpoint(output_dir, unwrapped, optimizer, scheduler, state, config.keep_checkpoints)
+            if finished or state["step"] == stop_after:
+                break
+        if state["step"] == stop_after:
+            break
+    progress.close()
+    if finished and accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir / "final", include_backbone=not config.lora)
+        atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
+        plot_training(state, output_dir / "training_curves.png")
+    accelerator.end_training()
+    return state
+
+
+def plot_training(state: dict, path: Path) -> None:
+    """Loss per step and held-out accuracy (with and without CoT) per evaluation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss_axes.plot(range(1, len(state["losses"]) + 1), state["losses"])
+    loss_axes.set(xlabel="step", ylabel="loss", title="training loss")
+    for name in ("cot", "masked"):
+        rows = [r for r in state["evaluations"] if r.get(f"accuracy_{name}") is not None]
+        accuracy_axes.plot(
+            [r["step"] for r in rows],
+            [r[f"accuracy_{name}"] for r in rows],
+            marker="o",
+            label="with CoT" if name == "cot" else "CoT masked",
+        )
+    accuracy_axes.set(xlabel="step", ylabel="pair accuracy (w/o ties)", title="held-out accuracy", ylim=(0, 1))
+    accuracy_axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,45 @@
+"""Training configs: dataclasses filled from YAML, then `key=value` command-line overrides.
+
+Unknown keys are an error naming the file or the override, so a typo never trains silently with a
+default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+Config = TypeVar("Config")
+
+
+def load_config(cls: type[Config], path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """`cls` from the YAML file at `path` (optional) updated by `key=value` overrides."""
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown config key(s) {unknown}; known keys: {sorted(fields)}")
+    for override in overrides or []:
+        key, separator, value = override.partition("=")
+        if not separator or key not in fields:
+            raise ValueError(f"override {override!r}: expected key=value with key one of {sorted(fields)}")
+        values[key] = yaml.safe_load(value)  # 3 -> int, 1e-4 -> float, [a, b] -> list
+    for key, value in values.items():  # YAML 1.1 reads 2e-5 as a string and 3 as an int
+        if hints[key] in (float, float | None) and value is not None and not isinstance(value, bool):
+            try:
+                values[key] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"config key {key!r}: expected a number, got {value!r}") from None
+    return cls(**values)
