@@ -1,58 +1,92 @@
-"""`descore demo`: the whole think-then-score path offline on the CPU, on a tiny random model.
+"""`descore demo`: DeScore end to end, offline, on the CPU, in a few minutes.
 
-It builds a tiny random Qwen3-VL DeScore under OUT/model, writes a few MP4 files under OUT/videos,
-scores them think-then-score and fast, prints each CoT, sub-scores and reward, and writes
-OUT/scores.jsonl. A random backbone writes gibberish CoTs: the point is the machinery, end to end.
+1. writes a synthetic preference dataset of real MP4 files (a coloured shape that should match its
+   prompt; losers show the wrong colour) with oracle CoTs;
+2. builds a tiny random Qwen3-VL DeScore and measures held-out pair accuracy, with CoT and masked;
+3. runs the stage-1 cold start (BT loss, random CoT masking) and measures again;
+4. scores new videos think-then-score and fast, printing each CoT, sub-scores and reward.
+
+A tiny random backbone learns to score but not to write: its generated CoTs stay gibberish.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import transformers
 
 from .atomic import atomic_write_text
-from .modeling import DeScoreConfig, DeScoreModel
-from .synthetic import Scene, render, write_mp4
+from .modeling import DeScoreModel
+from .synthetic import Scene, make_dataset, render, write_mp4
 from .tiny import build_tiny_backbone
-from .video import VideoSampling
+from .training.cold_start import ColdStartConfig, train
 
 MARKER = "scores.jsonl"
-DEMO_SAMPLING = VideoSampling(fps=4.0, max_pixels_per_frame=64 * 64, max_total_pixels=64 * 64 * 16)
+DEMO_SAMPLING = dict(fps=4.0, max_pixels_per_frame=64 * 64, max_total_pixels=64 * 64 * 16)
+
+
+def _accuracy_line(row: dict) -> str:
+    return f"with CoT {row['accuracy_cot']:.2f}, CoT masked {row['accuracy_masked']:.2f}"
 
 
 def run(out: Path, seed: int = 0) -> list[dict]:
     """Run the demo into `out` (empty, new, or a previous demo's folder). Returns the score rows."""
     transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise FileExistsError(f"{out}: exists, is not empty and holds no earlier demo ({MARKER}); choose another --out")
-    prompt = Scene("red", "square", "right").prompt()
-    scenes = [Scene("red", "square", "right"), Scene("red", "square", "left"), Scene("blue", "circle", "still")]
+
+    print("[1/4] writing a synthetic preference dataset (512 training pairs, 64 held out) as MP4 files")
+    train_data = make_dataset(out / "data", 512, seed=seed, violations=("color",))
+    eval_data = make_dataset(out / "data", 64, seed=seed + 1, violations=("color",), name="eval.jsonl")
+
+    print("[2/4] building a tiny random Qwen3-VL backbone (real classes, offline tokenizer)")
+    build_tiny_backbone(out / "backbone", seed=seed, text=dict(hidden_size=64, intermediate_size=128))
+
+    print("[3/4] stage 1: cold start with the Bradley-Terry loss and random CoT masking (full fine-tune)")
+    config = ColdStartConfig(
+        model=str(out / "backbone"),
+        train_data=str(train_data),
+        eval_data=str(eval_data),
+        output_dir=str(out / "cold_start"),
+        lora=False,
+        adapt_vision=True,
+        learning_rate=1e-3,
+        p_mask=0.75,
+        batch_size=16,
+        micro_batch_size=16,
+        epochs=4,
+        eval_every=32,
+        save_every=32,
+        seed=seed,
+        report_to="tensorboard",
+        sampling=DEMO_SAMPLING,
+    )
+    state = train(config)
+    before, after = state["evaluations"][0], state["evaluations"][-1]
+    print(f"      held-out pair accuracy before: {_accuracy_line(before)}")
+    print(f"      held-out pair accuracy after:  {_accuracy_line(after)}")
+    print(f"      curves: {out / 'cold_start' / 'training_curves.png'}")
+
+    model = DeScoreModel.from_pretrained(out / "cold_start" / "final")
+    asked = Scene("red", "square", "right")
+    shown = [asked, Scene("blue", "square", "right"), Scene("green", "circle", "still")]
     videos = [
-        write_mp4(render(scene, frames=16), out / "videos" / f"{i}_{scene.color}_{scene.shape}_{scene.direction}.mp4")
-        for i, scene in enumerate(scenes)
+        write_mp4(render(scene), out / "videos" / f"{scene.color}_{scene.shape}_{scene.direction}.mp4")
+        for scene in shown
     ]
-
-    print(f"[1/3] building a tiny random Qwen3-VL DeScore model (seed {seed})")
-    with tempfile.TemporaryDirectory() as scratch:
-        build_tiny_backbone(Path(scratch) / "backbone", seed=seed)
-        model = DeScoreModel.from_backbone(Path(scratch) / "backbone", DeScoreConfig(sampling=DEMO_SAMPLING), seed=seed)
-        model.save_pretrained(out / "model", include_backbone=True)
-
-    print(f"[2/3] scoring {len(videos)} videos for the prompt: {prompt!r}")
-    thought = model.score(videos, prompt, think=True, max_new_tokens=32, seed=seed)
-    fast = model.score(videos, prompt, think=False)
+    print(f"[4/4] scoring {len(videos)} new videos for the prompt {asked.prompt()!r}")
+    thought = model.score(videos, asked.prompt(), think=True, max_new_tokens=24, seed=seed)
+    fast = model.score(videos, asked.prompt(), think=False)
     rows = []
     for video, with_cot, without_cot in zip(videos, thought, fast, strict=True):
         print(f"\n  {video.name}")
-        print(f"    CoT (random model, so gibberish): {with_cot.cot[:80]!r}")
+        print(f"    generated CoT (a tiny random writer): {with_cot.cot[:60]!r}")
         print(f"    sub-scores: {with_cot.scores}")
-        print(f"    reward think-then-score: {with_cot.reward:+.4f}   fast (no CoT): {without_cot.reward:+.4f}")
+        print(f"    reward think-then-score: {with_cot.reward:+.3f}   fast (no CoT): {without_cot.reward:+.3f}")
         rows.append({**with_cot.to_dict(), "video": str(video), "reward_fast": without_cot.reward})
-
     atomic_write_text(out / MARKER, "".join(json.dumps(row) + "\n" for row in rows))
-    print(f"\n[3/3] wrote {out / MARKER}; the model is in {out / 'model'}. Score your own files with:")
-    print(f"  descore score {videos[0]} --prompt {prompt!r} --model {out / 'model'}")
+    print(f"\nwrote {out / MARKER}. Score your own files with:")
+    print(f"  descore score {videos[0]} --prompt {asked.prompt()!r} --model {out / 'cold_start' / 'final'}")
     return rows

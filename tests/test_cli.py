@@ -60,7 +60,8 @@ def test_demo_runs_offline_and_refuses_foreign_folders(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (tmp_path / "demo" / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all("reward" in row and "cot" in row for row in rows)
-    assert (tmp_path / "demo" / "model" / "descore_config.json").exists()
+    assert (tmp_path / "demo" / "cold_start" / "final" / "descore_config.json").exists()
+    assert "held-out pair accuracy after" in result.stdout
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
     result = descore("demo", "--out", tmp_path / "mine")
@@ -100,3 +101,30 @@ def test_eval_prints_the_table(checkpoint, tmp_path):
         tmp_path / "out2",
     )
     assert bad.returncode == 2 and "nope.jsonl" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_cold_start_from_a_yaml_config(tiny_backbone_dir, tmp_path):
+    import yaml
+
+    from descore_reward.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", 8, seed=4)
+    config = tmp_path / "cold_start.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": str(tiny_backbone_dir),
+                "train_data": str(data),
+                "output_dir": str(tmp_path / "run"),
+                "batch_size": 4,
+                "micro_batch_size": 2,
+                "lora_rank": 4,
+                "report_to": None,
+            }
+        )
+    )
+    result = descore("train", "cold-start", "--config", config, "max_steps=2", "learning_rate=1e-3")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "final" / "adapter" / "adapter_config.json").exists()
+    typo = descore("train", "cold-start", "--config", config, "learning_rat=1e-3")
+    assert typo.returncode == 2 and "learning_rat" in typo.stderr and "Traceback" not in typo.stderr
