@@ -103,6 +103,28 @@ def _add_train_command(commands) -> None:
     cold_start.add_argument("--config", required=True, help="YAML file of ColdStartConfig fields")
     cold_start.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
     cold_start.set_defaults(run=run_train_cold_start)
+    rl = stages.add_parser("rl", help="stage 2: GRPO on the CoT plus the auxiliary BT loss")
+    rl.add_argument("--config", required=True, help="YAML file of RLConfig fields")
+    rl.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
+    rl.set_defaults(run=run_train_rl)
+
+
+def run_train_rl(args: argparse.Namespace) -> None:
+    from .training.config import load_config
+    from .training.rl import RLConfig, train
+
+    try:
+        config = load_config(RLConfig, args.config, args.overrides)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    state = train(config)
+    if state["history"]:
+        first, last = state["history"][0], state["history"][-1]
+        print(
+            f"rollout reward {first['rollout_reward']:.3f} -> {last['rollout_reward']:.3f}, "
+            f"format rate {first['format_rate']:.2f} -> {last['format_rate']:.2f}"
+        )
+    print(f"model saved to {Path(config.output_dir) / 'final'}")
 
 
 def run_train_cold_start(args: argparse.Namespace) -> None:

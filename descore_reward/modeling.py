@@ -179,8 +179,9 @@ class DeScoreModel(nn.Module):
         if not config_path.is_file():
             raise FileNotFoundError(f"{path}: not a DeScore checkpoint (no {CONFIG_NAME})")
         config = DeScoreConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
-        backbone_path = path / config.backbone if (path / config.backbone).is_dir() else config.backbone
-        backbone, processor = _load_backbone(str(backbone_path), dtype, trust_remote_code)
+        if (path / config.backbone).is_dir():  # a local backbone is recorded by absolute path from here on
+            config = dataclasses.replace(config, backbone=str((path / config.backbone).resolve()))
+        backbone, processor = _load_backbone(config.backbone, dtype, trust_remote_code)
         model = cls(backbone, processor, config)
         if (path / ADAPTER_DIR).is_dir():
             model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=is_trainable)
@@ -206,8 +207,8 @@ class DeScoreModel(nn.Module):
         config = dataclasses.replace(self.config, backbone=BACKBONE_DIR) if include_backbone else self.config
         with atomic_directory(path, marker=CONFIG_NAME) as staging:
             save_file(self.scoring_state(), staging / SCORING_WEIGHTS_NAME)
-            if isinstance(self.backbone, PeftModel):
-                self.backbone.save_pretrained(staging / ADAPTER_DIR)
+            if isinstance(self.backbone, PeftModel):  # the trained adapter only (stage 2 also holds a reference)
+                self.backbone.save_pretrained(staging / ADAPTER_DIR, selected_adapters=["default"])
             if include_backbone:
                 self.backbone.save_pretrained(staging / BACKBONE_DIR)
                 self.processor.save_pretrained(staging / BACKBONE_DIR)
@@ -355,6 +356,11 @@ class DeScoreModel(nn.Module):
         eos = self.processor.tokenizer.eos_token_id if eos is None else eos
         return [eos] if isinstance(eos, int) else list(eos)
 
+    def _unwritable_token_ids(self) -> list[int]:
+        """Tokens a CoT must never contain: `<reward>` and the image / video placeholders."""
+        placeholders = [getattr(self.processor, f"{kind}_token_id", None) for kind in ("image", "video")]
+        return [self.reward_token_id] + [token for token in placeholders if token is not None]
+
     def generate_cots(self, inputs: BatchFeature, **generation) -> tuple[torch.Tensor, torch.Tensor, object]:
         """Generate CoTs for prepared inputs (no `<reward>`). `generation` goes to `generate`.
 
@@ -367,7 +373,7 @@ class DeScoreModel(nn.Module):
             **inputs,
             **generation,
             pad_token_id=self.processor.tokenizer.pad_token_id,
-            suppress_tokens=[self.reward_token_id],
+            suppress_tokens=self._unwritable_token_ids(),
             return_dict_in_generate=True,
         )
         generated = output.sequences[:, inputs["input_ids"].shape[1] :]

@@ -1,0 +1,381 @@
+"""Stage 2, dual-objective RL (paper section 3.2): GRPO on the CoT plus an auxiliary BT loss.
+
+Each step takes `pairs_per_step` human pairs. Both videos of every pair get `group_size` sampled
+CoTs. Every rollout earns a rule-based reward (`rollout_rewards`), normalised within its group into
+an advantage. One forward pass over `[video ; prompt ; cot ; <reward>]` then gives both the CoT
+tokens' log-probabilities (for GRPO) and the `<reward>` hidden state (for BT: the i-th rollout of
+the winner against the i-th of the loser). `L = grpo_coefficient * L_GRPO + bt_coefficient * L_BT`.
+
+The policy trains a LoRA adapter; the reference policy is the stage-1 model, reached without a
+second model in memory: with the adapter disabled (stage 1 was a full fine-tune), or with a frozen
+copy of the stage-1 adapter switched in (stage 1 trained LoRA). The vision tower is frozen, so each
+video is encoded once per step and its features serve generation, the old, reference and policy
+passes alike.
+
+    descore train rl --config rl.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import PeftModel
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_write_text
+from ..data import PreferencePair, read_jsonl
+from ..losses import bradley_terry_loss
+from ..modeling import ADAPTER_DIR, DeScoreModel
+from ..rollout_rewards import RolloutRewardConfig, rollout_reward
+from ..video import load_video
+from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class RLConfig:
+    """Stage-2 settings. The paper gives the loss coefficients (1.0, 0.005) and 65 steps with rollout
+    batch 128; group size, clipping, KL weight, learning rate and the rule weights were lost: choices.
+
+    model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
+    pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
+    """
+
+    model: str
+    train_data: str
+    output_dir: str
+    group_size: int = 8
+    pairs_per_step: int = 8
+    steps: int = 65
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    grpo_coefficient: float = 1.0
+    bt_coefficient: float = 0.005
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    kl_beta: float = 0.04
+    updates_per_batch: int = 1
+    learning_rate: float = 1e-5
+    head_learning_rate: float | None = None
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    lora_rank: int = 64
+    lora_alpha: int | None = None
+    format_weight: float = 1.0
+    quality_weight: float = 1.0
+    length_weight: float = 0.5
+    length_minimum: int = 16
+    length_band_low: int = 64
+    length_band_high: int = 384
+    length_decay: int = 256
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    report_to: str | None = "tensorboard"
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(
+                f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
+            )
+        if self.pairs_per_step < 1 or self.steps < 1 or self.updates_per_batch < 1:
+            raise ValueError("pairs_per_step, steps and updates_per_batch must be at least 1")
+
+    def rewards(self) -> RolloutRewardConfig:
+        return RolloutRewardConfig(
+            self.format_weight,
+            self.quality_weight,
+            self.length_weight,
+            self.length_minimum,
+            self.length_band_low,
+            self.length_band_high,
+            self.length_decay,
+        )
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """`(r - group mean) / (group std + 1e-4)` for rewards `(N,)` in consecutive groups (std with
+    Bessel's correction, as TRL)."""
+    groups = rewards.view(-1, group_size)
+    advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+    return advantages.view(-1)
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped GRPO loss with a k3 KL penalty, averaged over each response's tokens, then responses.
+
+    logprobs / old_logprobs / ref_logprobs / mask: `(N, L)` per response token; advantages `(N,)`.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    advantage = advantages[:, None]
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    per_token = -torch.minimum(ratio * advantage, clipped * advantage)
+    log_ratio_ref = ref_logprobs - logprobs
+    kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1.0
+    per_token = per_token + beta * kl
+    mask = mask.to(per_token.dtype)
+    tokens = mask.sum(1).clamp(min=1.0)
+    loss = ((per_token * mask).sum(1) / tokens).mean()
+    with torch.no_grad():
+        was_clipped = ((ratio < 1.0 - eps_low) & (advantage < 0)) | ((ratio > 1.0 + eps_high) & (advantage > 0))
+        stats = {
+            "kl": float(((kl * mask).sum(1) / tokens).mean()),
+            "clip_fraction": float((was_clipped.to(mask.dtype) * mask).sum() / mask.sum().clamp(min=1.0)),
+        }
+    return loss, stats
+
+
+def repeat_video_features(features, times: int):
+    """Vision features of B videos, each repeated `times` times in a row (rows of `repeat_interleave`)."""
+
+    def repeat(per_video):
+        return tuple(v for v in per_video for _ in range(times))
+
+    return type(features)(
+        pooler_output=repeat(features.pooler_output),
+        deepstack_features=[repeat(layer) for layer in features.deepstack_features],
+    )
+
+
+@dataclass
+class Rollouts:
+    """`N = 2 * pairs * group_size` sampled CoTs; rows are A videos then B videos, each video's group in a row."""
+
+    sequence: dict  # backbone inputs for [prompt ; cot ; <reward>], video features included
+    prompt_length: int
+    response_mask: torch.Tensor  # (N, L): the CoT tokens and the end-of-sequence token, if any
+    texts: list[str]
+    rewards: torch.Tensor  # (N,) rule-based
+    terms: dict[str, torch.Tensor]  # each rule term (N,)
+    advantages: torch.Tensor  # (N,)
+    labels: torch.Tensor  # (pairs * group_size,) human label of each A/B rollout pair
+
+
+@contextlib.contextmanager
+def reference_policy(model: DeScoreModel):
+    """Run the stage-1 (reference) policy: the frozen stage-1 adapter, or no adapter at all."""
+    backbone = model.backbone
+    if "reference" in backbone.peft_config:
+        backbone.set_adapter("reference")
+        try:
+            yield
+        finally:
+            backbone.set_adapter("default")
+    else:
+        with backbone.disable_adapter():
+            yield
+
+
+def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
+    """Give the stage-1 model a trainable adapter and a way to its reference; freeze the vision tower."""
+    if isinstance(model.backbone, PeftModel):
+        adapter = Path(config.model) / ADAPTER_DIR
+        model.backbone.load_adapter(adapter, adapter_name="reference", is_trainable=False)
+        model.backbone.set_adapter("default")
+    else:
+        model.add_lora(config.lora_rank, config.lora_alpha, dropout=0.0)
+    for name, parameter in model.backbone.named_parameters():
+        if "visual" in name:
+            parameter.requires_grad_(False)
+    return model.train()
+
+
+def sequence_logprobs_and_rewards(model: DeScoreModel, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over `[prompt ; cot ; <reward>]`: the CoT tokens' log-probs `(N, L)` and rewards `(N,)`."""
+    hidden = model.language_backbone(**rollouts.sequence).last_hidden_state  # (N, P + L + 1, hidden)
+    length = rollouts.response_mask.shape[1]
+    start = rollouts.prompt_length
+    lm_head = (model.backbone.get_base_model() if isinstance(model.backbone, PeftModel) else model.backbone).lm_head
+    logits = lm_head(hidden[:, start - 1 : start + length - 1]).float()
+    targets = rollouts.sequence["input_ids"][:, start : start + length]
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    return logprobs, model.head(hidden[:, -1].float())
+
+
+@torch.no_grad()
+def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> Rollouts:
+    """Encode each video once, sample `group_size` CoTs per video, and score them with the rules."""
+    videos = [load_video(p.video_a, model.config.sampling) for p in pairs] + [
+        load_video(p.video_b, model.config.sampling) for p in pairs
+    ]
+    truths = [p.scores_a for p in pairs] + [p.scores_b for p in pairs]
+    inputs = model.prepare_inputs(videos, [p.prompt for p in pairs] * 2, append_reward_token=False)
+    features = model.language_backbone.get_video_features(
+        inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True
+    )
+    group = config.group_size
+    text_keys = ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")
+    expanded = {key: inputs[key].repeat_interleave(group, dim=0) for key in text_keys}
+    expanded_features = {"video": repeat_video_features(features, group)}
+    generated, cot_length, _ = model.generate_cots(
+        expanded,
+        mm_encoder_outputs=expanded_features,
+        do_sample=True,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+    )
+    length = generated.shape[1]
+    positions = torch.arange(length, device=generated.device)
+    in_cot = positions < cot_length[:, None]
+    reward_column = torch.full_like(generated[:, :1], model.reward_token_id)
+    sequence = {
+        "input_ids": torch.cat([expanded["input_ids"], generated, reward_column], dim=1),
+        "attention_mask": torch.cat([expanded["attention_mask"], in_cot.long(), torch.ones_like(reward_column)], 1),
+        "mm_token_type_ids": torch.cat(
+            [expanded["mm_token_type_ids"], torch.zeros_like(generated), torch.zeros_like(reward_column)], 1
+        ),
+        "video_grid_thw": expanded["video_grid_thw"],
+        "mm_encoder_outputs": expanded_features,
+    }
+    tokenizer = model.processor.tokenizer
+    texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(generated, cot_length.tolist())]
+    rule_config = config.rewards()
+    scored = [
+        rollout_reward(t, n, truths[i // group], rule_config)
+        for i, (t, n) in enumerate(zip(texts, cot_length.tolist()))
+    ]
+    rewards = torch.tensor([total for total, _ in scored])
+    terms = {name: torch.tensor([t[name] for _, t in scored]) for name in ("format", "quality", "length")}
+    labels = torch.tensor([p.human for p in pairs]).repeat_interleave(group)
+    return Rollouts(
+        sequence=sequence,
+        prompt_length=expanded["input_ids"].shape[1],
+        response_mask=positions <= cot_length[:, None],  # the end-of-sequence token is part of the response
+        texts=texts,
+        rewards=rewards,
+        terms=terms,
+        advantages=group_advantages(rewards, group).to(generated.device),
+        labels=labels.to(generated.device),
+    )
+
+
+def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """BT loss of the head's rewards on (A rollout i, B rollout i) and its pair accuracy (decided pairs)."""
+    half = len(rewards) // 2
+    reward_a, reward_b = rewards[:half], rewards[half:]
+    decided = labels != 0
+    if not decided.any():
+        return rewards.sum() * 0.0, float("nan")
+    sign = labels[decided].float()
+    margin = sign * (reward_a[decided] - reward_b[decided])
+    return bradley_terry_loss(sign * reward_a[decided], sign * reward_b[decided]), float((margin > 0).float().mean())
+
+
+def policy_update(model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig) -> dict[str, float]:
+    """`updates_per_batch` optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one
+    rollout batch; returns the step's statistics."""
+    with torch.no_grad():
+        old_logprobs = sequence_logprobs_and_rewards(model, rollouts)[0]
+        with reference_policy(model):
+            ref_logprobs = sequence_logprobs_and_rewards(model, rollouts)[0]
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for _ in range(config.updates_per_batch):
+        logprobs, head_rewards = sequence_logprobs_and_rewards(model, rollouts)
+        policy_loss, stats = grpo_loss(
+            logprobs,
+            old_logprobs,
+            ref_logprobs,
+            rollouts.advantages,
+            rollouts.response_mask,
+            config.clip_eps_low,
+            config.clip_eps_high,
+            config.kl_beta,
+        )
+        bt_loss, head_accuracy = bt_on_rollouts(head_rewards, rollouts.labels)
+        loss = config.grpo_coefficient * policy_loss + config.bt_coefficient * bt_loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {
+        "loss": loss.item(),
+        "grpo_loss": policy_loss.item(),
+        "bt_loss": bt_loss.item(),
+        "rollout_reward": float(rollouts.rewards.mean()),
+        **{f"reward_{name}": float(values.mean()) for name, values in rollouts.terms.items()},
+        "format_rate": float(rollouts.terms["format"].mean()),
+        "head_pair_accuracy": head_accuracy,
+        **stats,
+    }
+
+
+def train(config: RLConfig, stop_after: int | None = None) -> dict:
+    """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state."""
+    from accelerate import Accelerator
+
+    output_dir = Path(config.output_dir)
+    pairs = read_jsonl(config.train_data)
+    lacking = [p.source for p in pairs if p.scores_a is None or p.scores_b is None]
+    if lacking:
+        raise ValueError(
+            f"stage 2 needs scores_a and scores_b (ground-truth sub-scores) on every pair; missing at "
+            f"{lacking[:10]}{' ...' if len(lacking) > 10 else ''}"
+        )
+    accelerator = Accelerator(log_with=config.report_to, project_dir=str(output_dir))
+    torch.manual_seed(config.seed)
+    model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+    model.to(accelerator.device)
+    scoring = [model.reward_embedding, *model.head.parameters()]
+    scoring_ids = {id(p) for p in scoring}
+    policy = [p for p in model.parameters() if p.requires_grad and id(p) not in scoring_ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": policy, "lr": config.learning_rate},
+            {"params": scoring, "lr": config.head_learning_rate or config.learning_rate},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    state = {"step": 0, "history": []}
+    previous = checkpoints(output_dir)
+    if previous:
+        state = load_checkpoint(previous[-1], model, optimizer, scheduler)
+    if accelerator.is_main_process and config.report_to:
+        accelerator.init_trackers("descore-rl", {k: str(v) for k, v in dataclasses.asdict(config).items()})
+    progress = tqdm(
+        total=config.steps, initial=state["step"], desc="dual-objective RL", disable=not accelerator.is_main_process
+    )
+    while state["step"] < config.steps and state["step"] != stop_after:
+        step_seed = int(np.random.SeedSequence([config.seed, state["step"]]).generate_state(1)[0])
+        rng = np.random.default_rng(step_seed)
+        batch = [pairs[i] for i in rng.choice(len(pairs), size=min(config.pairs_per_step, len(pairs)), replace=False)]
+        torch.manual_seed(step_seed)  # the same rollouts on resume
+        model.eval()
+        rollouts = sample_rollouts(model, batch, config)
+        model.train()
+        row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config)}
+        scheduler.step()
+        state["step"] += 1
+        state["history"].append(row)
+        progress.update(1)
+        if state["step"] % config.log_every == 0:
+            accelerator.log(
+                {f"rl/{k}": v for k, v in row.items() if k != "step" and not math.isnan(v)}, step=state["step"]
+            )
+        done = state["step"] >= config.steps or state["step"] == stop_after
+        if accelerator.is_main_process and (state["step"] % config.save_every == 0 or done):
+            save_checkpoint(output_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
+    progress.close()
+    if state["step"] >= config.steps and accelerator.is_main_process:
+        model.save_pretrained(output_dir / "final")
+        atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
+    accelerator.end_training()
+    return state

@@ -1,0 +1,158 @@
+"""Stage 2: the GRPO loss against an independent per-token computation, zero gradient for equal
+rewards, a frozen reference, one vision encoding per video, and the loop end to end with resume."""
+
+import math
+
+import pytest
+import torch
+
+from descore_reward.modeling import DeScoreModel
+from descore_reward.synthetic import make_dataset
+from descore_reward.training.rl import (
+    RLConfig,
+    group_advantages,
+    grpo_loss,
+    prepare_policy,
+    reference_policy,
+    sample_rollouts,
+    sequence_logprobs_and_rewards,
+    train,
+)
+
+
+def independent_grpo(logprobs, old, ref, rewards, lengths, group, eps_low, eps_high, beta):
+    """GRPO written out token by token with plain Python floats."""
+    n = len(rewards)
+    advantages = []
+    for start in range(0, n, group):
+        values = rewards[start : start + group]
+        mean = sum(values) / group
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (group - 1))
+        advantages += [(v - mean) / (std + 1e-4) for v in values]
+    total = 0.0
+    for i in range(n):
+        terms = []
+        for t in range(lengths[i]):
+            ratio = math.exp(logprobs[i][t] - old[i][t])
+            clipped = min(max(ratio, 1 - eps_low), 1 + eps_high)
+            surrogate = min(ratio * advantages[i], clipped * advantages[i])
+            kl = math.exp(ref[i][t] - logprobs[i][t]) - (ref[i][t] - logprobs[i][t]) - 1
+            terms.append(-surrogate + beta * kl)
+        total += sum(terms) / lengths[i]
+    return total / n
+
+
+def test_grpo_loss_matches_an_independent_computation():
+    generator = torch.Generator().manual_seed(0)
+    n, length, group = 6, 7, 3
+    logprobs = -torch.rand(n, length, generator=generator) * 3
+    old = logprobs + (torch.rand(n, length, generator=generator) - 0.5) * 0.8  # ratios on both sides of the clip
+    ref = logprobs + (torch.rand(n, length, generator=generator) - 0.5) * 0.5
+    rewards = torch.tensor([1.0, 0.0, 0.5, 2.0, 2.0, -1.0])
+    lengths = [7, 3, 5, 1, 6, 4]  # unequal response lengths
+    mask = torch.arange(length)[None] < torch.tensor(lengths)[:, None]
+    advantages = group_advantages(rewards, group)
+    loss, stats = grpo_loss(logprobs, old, ref, advantages, mask, 0.2, 0.28, 0.04)
+    expected = independent_grpo(
+        logprobs.tolist(), old.tolist(), ref.tolist(), rewards.tolist(), lengths, group, 0.2, 0.28, 0.04
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert 0 < stats["clip_fraction"] < 1 and stats["kl"] > 0
+
+
+def test_equal_rewards_give_zero_policy_gradient():
+    logprobs = (-torch.rand(4, 5)).requires_grad_()
+    advantages = group_advantages(torch.tensor([0.7, 0.7, 0.7, 0.7]), 4)
+    assert torch.all(advantages == 0)
+    loss, _ = grpo_loss(logprobs, logprobs.detach(), logprobs.detach(), advantages, torch.ones(4, 5), 0.2, 0.2, 0.0)
+    loss.backward()
+    assert torch.all(logprobs.grad == 0)
+
+
+@pytest.fixture(scope="module")
+def stage1(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rl")
+    tiny_model.save_pretrained(folder / "stage1", include_backbone=True)
+    return folder / "stage1", make_dataset(folder / "data", 8, seed=0)
+
+
+def rl_config(stage1, output_dir, **overrides):
+    values = dict(
+        model=str(stage1[0]),
+        train_data=str(stage1[1]),
+        output_dir=str(output_dir),
+        group_size=2,
+        pairs_per_step=2,
+        steps=3,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        report_to=None,
+    )
+    return RLConfig(**{**values, **overrides})
+
+
+def test_reference_is_frozen_and_each_video_is_encoded_once(stage1, tmp_path):
+    from descore_reward.data import read_jsonl
+
+    config = rl_config(stage1, tmp_path)
+    model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+    pairs = read_jsonl(config.train_data)[:2]
+    encoded = []
+    visual = model.language_backbone.visual
+    hook = visual.register_forward_pre_hook(
+        lambda module, args, kwargs: encoded.append(len(kwargs["grid_thw"])), with_kwargs=True
+    )
+    torch.manual_seed(0)
+    rollouts = sample_rollouts(model, pairs, config)
+    with torch.no_grad(), reference_policy(model):
+        reference_before = sequence_logprobs_and_rewards(model, rollouts)[0]
+    logprobs, rewards = sequence_logprobs_and_rewards(model, rollouts)
+    (logprobs.mean() + rewards.mean()).backward()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    optimizer.step()
+    with torch.no_grad():
+        after = sequence_logprobs_and_rewards(model, rollouts)[0]
+        with reference_policy(model):
+            reference_after = sequence_logprobs_and_rewards(model, rollouts)[0]
+    hook.remove()
+    assert not torch.allclose(after, logprobs.detach()), "the policy moved"
+    assert torch.equal(reference_before, reference_after), "the reference did not"
+    assert encoded == [2 * len(pairs)], "one vision call encoding each unique video once"
+    assert len(rollouts.texts) == 2 * len(pairs) * config.group_size
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "visual" in n)
+
+
+def test_training_runs_logs_and_resumes_exactly(stage1, tmp_path):
+    straight = train(rl_config(stage1, tmp_path / "straight"))
+    keys = {
+        "rollout_reward",
+        "reward_format",
+        "reward_quality",
+        "reward_length",
+        "format_rate",
+        "kl",
+        "clip_fraction",
+        "bt_loss",
+        "grpo_loss",
+        "head_pair_accuracy",
+    }
+    assert len(straight["history"]) == 3 and keys <= set(straight["history"][0])
+    resumed_config = rl_config(stage1, tmp_path / "resumed")
+    train(resumed_config, stop_after=1)
+    resumed = train(resumed_config)
+    for a, b in zip(straight["history"], resumed["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["rollout_reward"] == b["rollout_reward"]
+    final = DeScoreModel.from_pretrained(tmp_path / "resumed" / "final")
+    assert (tmp_path / "resumed" / "final" / "adapter" / "adapter_config.json").exists()
+    video = next((stage1[1].parent / "videos").glob("*.mp4"))
+    assert math.isfinite(final.score([video], "a red square", think=False)[0].reward)
+
+
+def test_stage_two_data_needs_sub_scores(stage1, tmp_path):
+    from descore_reward.data import read_jsonl, write_jsonl
+
+    pairs = read_jsonl(stage1[1])
+    pairs[1].scores_b = None
+    write_jsonl(pairs, stage1[1].parent / "no_scores.jsonl")
+    with pytest.raises(ValueError, match="scores_a and scores_b"):
+        train(rl_config(stage1, tmp_path, train_data=str(stage1[1].parent / "no_scores.jsonl")))
