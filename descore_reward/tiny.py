@@ -178,3 +178,61 @@ def build_tiny_backbone(
         model.save_pretrained(path)
         processor.save_pretrained(path)
     return model, processor
+
+
+def build_tiny_wan_pipeline(path: str | Path | None = None, seed: int = 0):
+    """A random `WanPipeline` of the real diffusers classes at toy size (9 frames of 32x32 on the CPU in
+    well under a second): `WanTransformer3DModel`, `AutoencoderKLWan`, a small UMT5 encoder, a
+    word-level tokenizer and `FlowMatchEulerDiscreteScheduler`. Saved under `path` if given."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from tokenizers import models as token_models
+    from tokenizers import pre_tokenizers as token_pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    words = sorted({w for line in _CORPUS for w in line.lower().replace(",", " ").split()} | set(DIMENSIONS))
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    word_level = Tokenizer(token_models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.pre_tokenizer = token_pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(vocab),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    ).eval()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    pipeline = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    if path is not None:
+        pipeline.save_pretrained(path)
+    return pipeline

@@ -1,0 +1,241 @@
+"""Flow-DPO on Wan-2.1 with DeScore-labelled pairs.
+
+Pair labelling (`rank_dpo_pairs`): for each prompt, N videos (generated with a `WanPipeline`, or read
+from a folder), scored by a reward function; the best against the worst becomes one pair
+`{prompt, chosen, rejected, chosen_score, rejected_score}`, optionally only when the score gap is at
+least `min_gap`. Resumable: finished prompts and written videos are kept.
+
+Training (`train_flow_dpo`): LoRA on the `WanTransformer3DModel`; the reference is the same
+transformer with the adapter disabled. Winner and loser share the noise `e` and the logit-normal
+time `s`; `x_s = (1 - s) x0 + s e`, the velocity target is `e - x0`, `err` the per-sample MSE, and
+`loss = -log sigmoid(-beta / 2 * ((err_w - err_ref_w) - (err_l - err_ref_l)))`. The LoRA is saved
+with `WanPipeline.save_lora_weights`, so `WanPipeline.load_lora_weights` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_directory
+from ..data import DataError
+from ..video import VideoSampling, load_video
+
+# Every frame at full size: the VAE needs the 4k + 1 frames the pipeline wrote.
+ALL_FRAMES = VideoSampling(fps=1e6, min_frames=1, max_frames=10**6, max_pixels_per_frame=10**9, max_total_pixels=10**12)
+
+
+def rank_dpo_pairs(
+    reward_fn,
+    prompts: list[str],
+    out_dir: str | Path,
+    pipeline=None,
+    samples_per_prompt: int = 4,
+    min_gap: float = 0.0,
+    seed: int = 0,
+    fps: int = 16,
+    **pipeline_kwargs,
+) -> Path:
+    """Write `out_dir/pairs.jsonl` (one best-vs-worst pair per prompt) and return its path.
+
+    With `pipeline`, videos are generated (`pipeline_kwargs` go to it) and saved as
+    `out_dir/videos/{prompt index}_{k}.mp4`; without, those files must already exist.
+    """
+    from diffusers.utils import export_to_video
+
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    pairs_path, skipped_path = out_dir / "pairs.jsonl", out_dir / "skipped.jsonl"
+    done = set()
+    for path in (pairs_path, skipped_path):
+        if path.exists():
+            done |= {json.loads(line)["prompt_index"] for line in path.read_text().splitlines() if line.strip()}
+    for index, prompt in enumerate(tqdm(prompts, desc="labelling pairs")):
+        if index in done:
+            continue
+        paths = [out_dir / "videos" / f"{index}_{k}.mp4" for k in range(samples_per_prompt)]
+        missing = [p for p in paths if not p.exists()]
+        if missing and pipeline is None:
+            raise FileNotFoundError(f"{missing[0]}: no such sample and no pipeline to generate it")
+        if missing:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+            frames = pipeline(
+                prompt,
+                num_videos_per_prompt=samples_per_prompt,
+                generator=generator,
+                output_type="np",
+                **pipeline_kwargs,
+            ).frames
+            for video, path in zip(frames, paths, strict=True):
+                export_to_video(list(video), str(path), fps=fps)
+        scores, _ = reward_fn([str(p) for p in paths], [prompt] * len(paths))
+        best, worst = int(np.nanargmax(scores)), int(np.nanargmin(scores))
+        row = {
+            "prompt_index": index,
+            "prompt": prompt,
+            "chosen": str(paths[best].relative_to(out_dir)),
+            "rejected": str(paths[worst].relative_to(out_dir)),
+            "chosen_score": float(scores[best]),
+            "rejected_score": float(scores[worst]),
+        }
+        target = pairs_path if scores[best] - scores[worst] >= max(min_gap, 1e-12) else skipped_path
+        with target.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(row) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+    return pairs_path
+
+
+def read_dpo_pairs(path: str | Path) -> list[dict]:
+    """Pairs JSONL rows with `chosen` / `rejected` resolved against the file's folder; checked up front."""
+    path = Path(path)
+    rows, problems = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        for key in ("prompt", "chosen", "rejected"):
+            if key not in row:
+                problems.append(f"{path}:{number}: missing {key!r}")
+        for key in ("chosen", "rejected"):
+            if key in row and not (path.parent / row[key]).is_file():
+                problems.append(f"{path}:{number}: {key} file not found: {path.parent / row[key]}")
+        rows.append({**row, **{k: path.parent / row.get(k, "") for k in ("chosen", "rejected")}})
+    if problems:
+        raise DataError(problems)
+    return rows
+
+
+def flow_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, beta: float) -> torch.Tensor:
+    """`-log sigmoid(-beta / 2 * ((err_w - ref_err_w) - (err_l - ref_err_l)))`, averaged over pairs."""
+    return -F.logsigmoid(-0.5 * beta * ((err_w - ref_err_w) - (err_l - ref_err_l))).mean()
+
+
+@torch.no_grad()
+def encode_video(pipeline, path: str | Path) -> torch.Tensor:
+    """Normalised Wan VAE latents `(C, T', H', W')` of a video file (all its frames)."""
+    frames = load_video(path, ALL_FRAMES).frames.float() / 127.5 - 1.0  # (T, C, H, W) in [-1, 1]
+    video = frames.permute(1, 0, 2, 3)[None].to(pipeline.vae.device, pipeline.vae.dtype)
+    latents = pipeline.vae.encode(video).latent_dist.mode()
+    config = pipeline.vae.config
+    mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    return ((latents - mean) / std)[0]
+
+
+def velocity_error(transformer, x0, noise, sigma, text) -> torch.Tensor:
+    """Per-sample MSE of the predicted velocity against `noise - x0` at noise level `sigma` `(B,)`."""
+    s = sigma.view(-1, 1, 1, 1, 1)
+    noisy = (1.0 - s) * x0 + s * noise
+    prediction = transformer(
+        hidden_states=noisy, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False
+    )[0]
+    return ((prediction.float() - (noise - x0).float()) ** 2).mean(dim=(1, 2, 3, 4))
+
+
+@dataclass
+class FlowDPOConfig:
+    """Flow-DPO settings (beta 100 as Flow-GRPO's image recipe; LoRA r32 / alpha 64 as its Wan recipe)."""
+
+    pipeline: str
+    pairs: str
+    output_dir: str
+    beta: float = 100.0
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    learning_rate: float = 1e-4
+    steps: int = 1000
+    batch_size: int = 1
+    seed: int = 0
+    save_every: int = 100
+
+
+def add_transformer_lora(transformer, rank: int, alpha: int) -> None:
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    transformer.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        )
+    )
+
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+STATE_NAME = "trainer_state.json"
+
+
+def save_checkpoint(pipeline, optimizer, state: dict, path: Path) -> None:
+    """Atomically write the transformer's LoRA (where `WanPipeline.load_lora_weights` reads it), the
+    optimizer state and the trainer state into one folder."""
+    from peft.utils import get_peft_model_state_dict
+
+    with atomic_directory(path, marker=STATE_NAME) as staging:
+        lora = get_peft_model_state_dict(pipeline.transformer)
+        type(pipeline).save_lora_weights(staging, transformer_lora_layers=lora)
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / STATE_NAME).write_text(json.dumps(state))
+
+
+def load_checkpoint(pipeline, optimizer, path: Path) -> dict:
+    """Restore the LoRA, the optimizer and the trainer state written by `save_checkpoint`."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = {k.removeprefix("transformer."): v for k, v in load_file(path / LORA_WEIGHTS).items()}
+    set_peft_model_state_dict(pipeline.transformer, weights)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return json.loads((path / STATE_NAME).read_text())
+
+
+def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None = None) -> dict:
+    """Train a LoRA with Flow-DPO on `config.pairs`, resuming from `output_dir/lora` if present;
+    `stop_after` ends the run after that many steps, as an interruption would."""
+    from diffusers import WanPipeline
+
+    rows = read_dpo_pairs(config.pairs)  # checked before any model loads
+    pipeline = pipeline or WanPipeline.from_pretrained(config.pipeline)
+    transformer = pipeline.transformer
+    torch.manual_seed(config.seed)  # the adapter's initial weights
+    add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
+    latents = [(encode_video(pipeline, r["chosen"]), encode_video(pipeline, r["rejected"])) for r in rows]
+    with torch.no_grad():
+        texts = [pipeline.encode_prompt(r["prompt"], do_classifier_free_guidance=False)[0] for r in rows]
+    parameters = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
+    checkpoint = Path(config.output_dir) / "lora"
+    state = {"step": 0, "losses": []}
+    if (checkpoint / STATE_NAME).is_file():
+        state = load_checkpoint(pipeline, optimizer, checkpoint)
+    transformer.train()
+    for step in tqdm(range(state["step"], config.steps), desc="flow-dpo", initial=state["step"], total=config.steps):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        picks = torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()
+        x_w = torch.stack([latents[i][0] for i in picks])
+        x_l = torch.stack([latents[i][1] for i in picks])
+        text = torch.cat([texts[i] for i in picks])
+        noise = torch.randn(x_w.shape, generator=generator).to(x_w)
+        sigma = torch.sigmoid(torch.randn(len(picks), generator=generator)).to(x_w)  # logit-normal time
+        with torch.no_grad():
+            transformer.disable_adapters()
+            ref_w, ref_l = (velocity_error(transformer, x, noise, sigma, text) for x in (x_w, x_l))
+            transformer.enable_adapters()
+        err_w, err_l = (velocity_error(transformer, x, noise, sigma, text) for x in (x_w, x_l))
+        loss = flow_dpo_loss(err_w, err_l, ref_w, ref_l, config.beta)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["losses"].append(loss.item())
+        if state["step"] % config.save_every == 0 or state["step"] == config.steps or state["step"] == stop_after:
+            save_checkpoint(pipeline, optimizer, state, checkpoint)
+        if state["step"] == stop_after:
+            break
+    return state
