@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_directory
 from ..data import DataError
 from ..video import VideoSampling, load_video
+from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, save_checkpoint
 
 # Every frame at full size: the VAE needs the 4k + 1 frames the pipeline wrote.
 ALL_FRAMES = VideoSampling(fps=1e6, min_frames=1, max_frames=10**6, max_pixels_per_frame=10**9, max_total_pixels=10**12)
@@ -155,44 +155,6 @@ class FlowDPOConfig:
     batch_size: int = 1
     seed: int = 0
     save_every: int = 100
-
-
-def add_transformer_lora(transformer, rank: int, alpha: int) -> None:
-    from peft import LoraConfig
-
-    transformer.requires_grad_(False)
-    transformer.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
-        )
-    )
-
-
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-STATE_NAME = "trainer_state.json"
-
-
-def save_checkpoint(pipeline, optimizer, state: dict, path: Path) -> None:
-    """Atomically write the transformer's LoRA (where `WanPipeline.load_lora_weights` reads it), the
-    optimizer state and the trainer state into one folder."""
-    from peft.utils import get_peft_model_state_dict
-
-    with atomic_directory(path, marker=STATE_NAME) as staging:
-        lora = get_peft_model_state_dict(pipeline.transformer)
-        type(pipeline).save_lora_weights(staging, transformer_lora_layers=lora)
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        (staging / STATE_NAME).write_text(json.dumps(state))
-
-
-def load_checkpoint(pipeline, optimizer, path: Path) -> dict:
-    """Restore the LoRA, the optimizer and the trainer state written by `save_checkpoint`."""
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    weights = {k.removeprefix("transformer."): v for k, v in load_file(path / LORA_WEIGHTS).items()}
-    set_peft_model_state_dict(pipeline.transformer, weights)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    return json.loads((path / STATE_NAME).read_text())
 
 
 def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None = None) -> dict:

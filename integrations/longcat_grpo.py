@@ -1,0 +1,239 @@
+"""Longcat-style GRPO on Wan-2.1: multi-reward GRPO on a flow-matching video model (as Flow-GRPO and
+DanceGRPO do for Wan, and as the LongCat-Video report describes).
+
+Sampling replaces the Euler ODE step with its SDE counterpart so that every denoising step is a
+Gaussian with a log-probability. With `x_s = (1 - s) x0 + s e`, velocity `v = e - x0` and a step from
+`s` to `s' < s` (`ds = s' - s`), the reverse SDE step is::
+
+    std  = noise_level * sqrt(s / (1 - s))          (s' in the denominator when s = 1)
+    mean = x + ds * (v + std^2 / (2 s) * (x + (1 - s) v))
+    x'   = mean + std * sqrt(-ds) * z,   z ~ N(0, I)
+
+`G` videos per prompt are sampled, scored (`DeScoreReward`, optionally in a `WeightedRewards` mix),
+turned into advantages normalised within each prompt's group and clipped, and a configurable subset
+of the denoising steps is trained with the clipped policy loss plus a KL term to the reference (the
+transformer with its LoRA disabled). LoRA on the transformer; checkpoints as in `wan_lora`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, save_checkpoint
+
+
+def sde_step(
+    velocity: torch.Tensor,
+    sample: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    noise_level: float,
+    generator: torch.Generator | None = None,
+    next_sample: torch.Tensor | None = None,
+):
+    """One SDE step from noise level `sigma` to `sigma_next`: `(next_sample, log_prob (B,), mean, std)`.
+
+    The log-probability of `next_sample` (sampled here when not given) is averaged over its elements.
+    """
+    ds = sigma_next - sigma
+    std = noise_level * math.sqrt(sigma / (1.0 - (sigma if sigma < 1.0 else sigma_next)))  # finite at sigma = 1
+    mean = sample + ds * (velocity + std**2 / (2.0 * sigma) * (sample + (1.0 - sigma) * velocity))
+    scale = std * math.sqrt(-ds)
+    if next_sample is None:
+        noise = torch.randn(sample.shape, generator=generator, dtype=torch.float32).to(sample)
+        next_sample = mean + scale * noise
+    log_prob = -((next_sample.detach() - mean) ** 2) / (2 * scale**2) - math.log(scale) - 0.5 * math.log(2 * math.pi)
+    return next_sample, log_prob.mean(dim=tuple(range(1, log_prob.ndim))), mean, scale
+
+
+@dataclass
+class Trajectory:
+    """Sampled videos with what training needs: per-step latents `(B, S+1, ...)` and log-probs `(B, S)`."""
+
+    videos: torch.Tensor  # (B, T, C, H, W) in [0, 1]
+    latents: torch.Tensor
+    log_probs: torch.Tensor
+    sigmas: list[float]
+    text: torch.Tensor
+
+
+@torch.no_grad()
+def sample_with_log_probs(
+    pipeline,
+    prompts: list[str],
+    height: int,
+    width: int,
+    num_frames: int,
+    steps: int,
+    noise_level: float,
+    generator: torch.Generator,
+) -> Trajectory:
+    """Generate videos with SDE steps (no classifier-free guidance), recording latents and log-probs."""
+    transformer = pipeline.transformer
+    text = pipeline.encode_prompt(prompts, do_classifier_free_guidance=False)[0]
+    channels = transformer.config.in_channels
+    frames = (num_frames - 1) // pipeline.vae_scale_factor_temporal + 1
+    shape = (
+        len(prompts),
+        channels,
+        frames,
+        height // pipeline.vae_scale_factor_spatial,
+        width // pipeline.vae_scale_factor_spatial,
+    )
+    latents = torch.randn(shape, generator=generator).to(transformer.device, transformer.dtype)
+    pipeline.scheduler.set_timesteps(steps)
+    sigmas = pipeline.scheduler.sigmas.tolist()  # steps + 1 values, the last 0
+    trajectory, log_probs = [latents], []
+    for i in range(steps):
+        sigma = torch.full((len(prompts),), sigmas[i], device=latents.device)
+        velocity = transformer(
+            hidden_states=latents, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False
+        )[0]
+        if sigmas[i + 1] > 0:
+            latents, log_prob, _, _ = sde_step(velocity, latents, sigmas[i], sigmas[i + 1], noise_level, generator)
+        else:  # the last step to sigma 0 stays deterministic (Euler)
+            latents, log_prob = latents + (sigmas[i + 1] - sigmas[i]) * velocity, torch.zeros(len(prompts))
+        trajectory.append(latents)
+        log_probs.append(log_prob.float().cpu())
+    config = pipeline.vae.config
+    mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    decoded = pipeline.vae.decode((latents * std + mean).to(pipeline.vae.dtype), return_dict=False)[0]
+    videos = pipeline.video_processor.postprocess_video(decoded, output_type="pt")
+    return Trajectory(videos, torch.stack(trajectory, 1), torch.stack(log_probs, 1), sigmas, text)
+
+
+def grouped_advantages(rewards: np.ndarray, group_size: int, clip: float = 5.0) -> torch.Tensor:
+    """Per-prompt `(r - mean) / (std + 1e-4)`, clipped to +-clip (Flow-GRPO); rewards `(P * G,)`."""
+    groups = torch.as_tensor(rewards, dtype=torch.float32).view(-1, group_size)
+    advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+    return advantages.clamp(-clip, clip).view(-1)
+
+
+@dataclass
+class LongcatGRPOConfig:
+    """Defaults follow Flow-GRPO's Wan-2.1-1.3B recipe where it gives one (KL beta 0.004, clip range
+    1e-3, LoRA r32 / alpha 64, 4 videos per prompt, 20 steps); `train_steps` picks which denoising
+    steps are trained (None: all but the last, deterministic one)."""
+
+    pipeline: str
+    output_dir: str
+    prompts: list
+    steps: int = 100
+    prompts_per_step: int = 2
+    group_size: int = 4
+    height: int = 240
+    width: int = 416
+    num_frames: int = 33
+    sampling_steps: int = 20
+    noise_level: float = 0.7
+    train_steps: list | None = None
+    clip_range: float = 1e-3
+    advantage_clip: float = 5.0
+    kl_beta: float = 0.004
+    learning_rate: float = 1e-4
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    save_every: int = 10
+
+
+def policy_step_loss(
+    transformer, trajectory: Trajectory, advantages: torch.Tensor, step: int, config: LongcatGRPOConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped policy loss plus KL to the adapter-free reference for one denoising step of every video; the
+    KL between the two Gaussian steps is `|mean - mean_ref|^2 / (2 std^2)`, averaged over elements."""
+    sigmas = trajectory.sigmas
+    sample, next_sample = trajectory.latents[:, step], trajectory.latents[:, step + 1]
+    timestep = torch.full((len(sample),), sigmas[step] * 1000.0, device=sample.device)
+
+    def velocity():
+        return transformer(
+            hidden_states=sample, timestep=timestep, encoder_hidden_states=trajectory.text, return_dict=False
+        )[0]
+
+    with torch.no_grad():
+        transformer.disable_adapters()
+        _, _, reference_mean, _ = sde_step(
+            velocity(), sample, sigmas[step], sigmas[step + 1], config.noise_level, next_sample=next_sample
+        )
+        transformer.enable_adapters()
+    _, log_prob, mean, scale = sde_step(
+        velocity(), sample, sigmas[step], sigmas[step + 1], config.noise_level, next_sample=next_sample
+    )
+    ratio = torch.exp(log_prob - trajectory.log_probs[:, step].to(log_prob))
+    clipped = torch.clamp(ratio, 1.0 - config.clip_range, 1.0 + config.clip_range)
+    policy_loss = torch.maximum(-advantages * ratio, -advantages * clipped).mean()
+    kl = ((mean - reference_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * scale**2)
+    loss = policy_loss + config.kl_beta * kl.mean()
+    return loss, {
+        "kl": kl.mean().item(),
+        "clip_fraction": float(((ratio - 1).abs() > config.clip_range).float().mean()),
+    }
+
+
+def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop_after: int | None = None) -> dict:
+    """Run GRPO with `reward_fn(videos, prompts, metadata) -> (scores, info)`; resumes from
+    `output_dir/lora`. Returns the trainer state with per-step mean rewards."""
+    from diffusers import WanPipeline
+
+    if config.group_size < 2:
+        raise ValueError(f"group_size must be at least 2, got {config.group_size}")
+    if not config.prompts:
+        raise ValueError("prompts: expected at least one prompt")
+    pipeline = pipeline or WanPipeline.from_pretrained(config.pipeline)
+    transformer = pipeline.transformer
+    torch.manual_seed(config.seed)
+    add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
+    optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate)
+    checkpoint = Path(config.output_dir) / "lora"
+    state = {"step": 0, "rewards": [], "losses": []}
+    if (checkpoint / STATE_NAME).is_file():
+        state = load_checkpoint(pipeline, optimizer, checkpoint)
+    trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
+    for step in tqdm(
+        range(state["step"], config.steps), desc="longcat grpo", initial=state["step"], total=config.steps
+    ):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        chosen = torch.randint(len(config.prompts), (config.prompts_per_step,), generator=generator).tolist()
+        prompts = [config.prompts[i] for i in chosen for _ in range(config.group_size)]
+        transformer.eval()
+        trajectory = sample_with_log_probs(
+            pipeline,
+            prompts,
+            config.height,
+            config.width,
+            config.num_frames,
+            config.sampling_steps,
+            config.noise_level,
+            generator,
+        )
+        rewards, _ = reward_fn(trajectory.videos, prompts, [{} for _ in prompts])
+        rewards = np.asarray(rewards, dtype=np.float32)
+        advantages = grouped_advantages(
+            np.nan_to_num(rewards, nan=float(np.nanmean(rewards))), config.group_size, config.advantage_clip
+        ).to(trajectory.latents.device)
+        transformer.train()
+        total = 0.0
+        for denoising_step in trained:
+            loss, _ = policy_step_loss(transformer, trajectory, advantages, denoising_step, config)
+            (loss / len(trained)).backward()
+            total += loss.item() / len(trained)
+        torch.nn.utils.clip_grad_norm_([p for p in transformer.parameters() if p.requires_grad], config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["rewards"].append(float(np.nanmean(rewards)))
+        state["losses"].append(total)
+        if state["step"] % config.save_every == 0 or state["step"] in (config.steps, stop_after):
+            save_checkpoint(pipeline, optimizer, state, checkpoint)
+        if state["step"] == stop_after:
+            break
+    return state

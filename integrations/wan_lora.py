@@ -1,0 +1,54 @@
+"""LoRA on a diffusers `WanTransformer3DModel`, and training checkpoints for it.
+
+A checkpoint folder holds the LoRA where `WanPipeline.load_lora_weights` reads it, the optimizer
+state and the trainer state; it is written atomically, so the newest one is always safe to resume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_directory
+
+# Attention and feed-forward projections of every block, and the output projection.
+WAN_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "proj_out"]
+
+
+def add_transformer_lora(transformer, rank: int, alpha: int) -> None:
+    """Freeze `transformer` and give it a trainable LoRA adapter (Gaussian init) on `WAN_LORA_TARGETS`."""
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    transformer.add_adapter(
+        LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=WAN_LORA_TARGETS)
+    )
+
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+STATE_NAME = "trainer_state.json"
+
+
+def save_checkpoint(pipeline, optimizer, state: dict, path: Path) -> None:
+    """Atomically write the transformer's LoRA (where `WanPipeline.load_lora_weights` reads it), the
+    optimizer state and the trainer state into one folder."""
+    from peft.utils import get_peft_model_state_dict
+
+    with atomic_directory(path, marker=STATE_NAME) as staging:
+        lora = get_peft_model_state_dict(pipeline.transformer)
+        type(pipeline).save_lora_weights(staging, transformer_lora_layers=lora)
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / STATE_NAME).write_text(json.dumps(state))
+
+
+def load_checkpoint(pipeline, optimizer, path: Path) -> dict:
+    """Restore the LoRA, the optimizer and the trainer state written by `save_checkpoint`."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = {k.removeprefix("transformer."): v for k, v in load_file(path / LORA_WEIGHTS).items()}
+    set_peft_model_state_dict(pipeline.transformer, weights)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return json.loads((path / STATE_NAME).read_text())
