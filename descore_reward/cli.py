@@ -142,6 +142,51 @@ def run_train_cold_start(args: argparse.Namespace) -> None:
     print(f"model saved to {Path(config.output_dir) / 'final'}")
 
 
+def _add_annotate_command(commands) -> None:
+    parser = commands.add_parser("annotate", help="CoTs from a teacher VLM, filtered for consistency with the labels")
+    parser.add_argument("--pairs", required=True, help="pairs JSONL (this project's schema)")
+    parser.add_argument("--teacher", required=True, help="a local VLM id or path, or the endpoint's model name")
+    parser.add_argument("--stage", type=int, choices=[1, 2], required=True, help="2 also writes scores_a / scores_b")
+    parser.add_argument("--out", required=True, help="kept rows; OUT.rejected.jsonl and OUT.failed.jsonl beside it")
+    parser.add_argument(
+        "--endpoint", default=None, help="base URL of an OpenAI-compatible API, e.g. http://host:8000/v1"
+    )
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    parser.add_argument("--tie-margin", type=float, default=0.0, help="sub-score totals this close imply a tie")
+    parser.add_argument("--frames", type=int, default=8, help="frames sent per video to an endpoint")
+    parser.add_argument("--requests-per-minute", type=float, default=None)
+    parser.add_argument("--max-retries", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.set_defaults(run=run_annotate)
+
+
+def run_annotate(args: argparse.Namespace) -> None:
+    from .annotate import EndpointTeacher, LocalTeacher, annotate
+    from .data import read_jsonl
+
+    read_jsonl(args.pairs)  # every bad row reported before a teacher loads
+    if args.endpoint:
+        teacher = EndpointTeacher(
+            args.endpoint,
+            args.teacher,
+            api_key_env=args.api_key_env,
+            frames=args.frames,
+            max_tokens=args.max_new_tokens,
+            max_retries=args.max_retries,
+            requests_per_minute=args.requests_per_minute,
+        )
+    else:
+        teacher = LocalTeacher(args.teacher, max_new_tokens=args.max_new_tokens)
+    summary = annotate(
+        args.pairs, teacher, args.out, stage=args.stage, tie_margin=args.tie_margin, batch_size=args.batch_size
+    )
+    print(
+        f"kept {summary.kept}, rejected {summary.rejected}, failed {summary.failed}, already done "
+        f"{summary.skipped}; kept ratio {summary.kept_ratio:.3f}"
+    )
+
+
 def run_score(args: argparse.Namespace) -> None:
     from .modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
     from .video import load_video
@@ -184,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_score_command(commands)
     _add_eval_command(commands)
     _add_train_command(commands)
+    _add_annotate_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)
     from .data import DataError

@@ -1,0 +1,133 @@
+"""`descore annotate`: the consistency filter, a tiny local teacher end to end, and the endpoint client
+against a real HTTP server on 127.0.0.1 (request shape, retries, malformed answers, resume)."""
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from descore_reward.annotate import EndpointTeacher, LocalTeacher, annotate, consistency
+from descore_reward.prompts import format_cot
+from descore_reward.synthetic import make_dataset
+
+from .conftest import TINY_SAMPLING
+
+HIGH = {"object": 5, "dynamics": 5, "environment": 4, "style": 4, "camera_movement": 4}
+LOW = {"object": 2, "dynamics": 3, "environment": 4, "style": 4, "camera_movement": 4}
+NEAR = {**HIGH, "camera_movement": 3}
+
+
+def test_consistency_filter():
+    good, bad = format_cot("A is better.", HIGH), format_cot("B is worse.", LOW)
+    assert consistency(good, bad, "A") == (True, "sub-score totals 22 vs 17 imply A")
+    keep, reason = consistency(good, bad, "B")
+    assert not keep and "the human label is B" in reason
+    assert consistency(good, format_cot("close", NEAR), "tie", tie_margin=1)[0]
+    assert not consistency(good, format_cot("close", NEAR), "tie", tie_margin=0)[0]
+    missing = "Reasoning. " + json.dumps({k: v for k, v in HIGH.items() if k != "style"})
+    keep, reason = consistency(good, missing, "A")
+    assert not keep and reason.startswith("format: cot_b")
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("annotate"), 4, seed=5, tie_rate=0.0)
+
+
+def test_tiny_local_teacher_end_to_end(tiny_backbone_dir, pairs, tmp_path):
+    teacher = LocalTeacher(
+        str(tiny_backbone_dir),
+        device="cpu",
+        max_new_tokens=8,
+        sampling=TINY_SAMPLING,
+    )
+    summary = annotate(pairs, teacher, tmp_path / "out.jsonl", stage=1)
+    rejected = [json.loads(line) for line in (tmp_path / "out.rejected.jsonl").read_text().splitlines()]
+    assert summary.rejected == 4 and summary.kept == 0 and len(rejected) == 4
+    assert all(row["reason"].startswith("format:") and row["cot_a"] is not None for row in rejected)
+
+
+class ScriptedChatServer(BaseHTTPRequestHandler):
+    """Answers POST /v1/chat/completions from `server.script`: a list of (status, body) to play in order."""
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((self.path, dict(self.headers), request))
+        status, body = self.server.script.pop(0) if self.server.script else self.server.default
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.end_headers()
+        self.wfile.write(body.encode() if isinstance(body, str) else json.dumps(body).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedChatServer)
+    httpd.requests, httpd.script = [], []
+    httpd.default = (200, {"choices": [{"message": {"content": format_cot("Looks right.", HIGH)}}]})
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+
+
+def answer(scores):
+    return 200, {"choices": [{"message": {"content": format_cot("Judged.", scores)}}]}
+
+
+def test_endpoint_request_shape_and_retries(server, pairs, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", "secret-key")
+    teacher = EndpointTeacher(
+        f"http://127.0.0.1:{server.server_port}/v1",
+        "gemini-2.5-pro",
+        api_key_env="TEST_TEACHER_KEY",
+        frames=3,
+        backoff=0.01,
+    )
+    server.script = [(429, {"error": "slow down"}), (503, {"error": "busy"}), answer(HIGH)]
+    (cot,) = teacher([next((pairs.parent / "videos").glob("*.mp4"))], ["a red square"])
+    assert "Looks right" not in cot and '"object": 5' in cot
+    assert len(server.requests) == 3
+    path, headers, body = server.requests[-1]
+    assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer secret-key"
+    assert body["model"] == "gemini-2.5-pro" and body["messages"][0]["role"] == "user"
+    parts = body["messages"][0]["content"]
+    images = [p for p in parts if p["type"] == "image_url"]
+    assert len(images) == 3 and parts[-1]["type"] == "text" and "a red square" in parts[-1]["text"]
+    assert base64.b64decode(images[0]["image_url"]["url"].split(",", 1)[1])[:2] == b"\xff\xd8"  # JPEG
+    summary = annotate(pairs, teacher, tmp_path / "out.jsonl", stage=2)
+    assert summary.rejected == 4  # the server judges every video alike: ties, against A/B labels
+    written = list(tmp_path.iterdir())
+    assert written and all("secret-key" not in path.read_text() for path in written)
+
+
+def test_malformed_answers_fail_and_resume_completes(server, pairs, tmp_path):
+    teacher = EndpointTeacher(f"http://127.0.0.1:{server.server_port}/v1", "m", frames=2, backoff=0.01, max_retries=1)
+    data = [json.loads(line) for line in pairs.read_text().splitlines()]
+    script = []
+    for row in data[:2]:  # the first two pairs get answers that agree with their labels
+        better, worse = (HIGH, LOW) if row["label"] == "A" else (LOW, HIGH)
+        script += [answer(better), answer(worse)]
+    script += [(200, "not json at all"), (200, {"no": "choices"})]  # one bad answer fails each remaining pair
+    server.script = script
+    out = tmp_path / "out.jsonl"
+    first = annotate(pairs, teacher, out, stage=2, batch_size=1)
+    assert (first.kept, first.failed) == (2, 2)
+    failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in failed] == [row["id"] for row in data[2:]]
+    assert "not JSON" in failed[0]["reason"]
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(set(row["scores_a"]) == set(HIGH) for row in kept)
+    for row in data[2:]:
+        better, worse = (HIGH, LOW) if row["label"] == "A" else (LOW, HIGH)
+        server.script += [answer(better), answer(worse)]
+    second = annotate(pairs, teacher, out, stage=2, batch_size=1)
+    assert (second.kept, second.skipped, second.failed) == (2, 2, 0)
+    assert len(out.read_text().splitlines()) == 4
