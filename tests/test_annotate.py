@@ -131,3 +131,34 @@ def test_malformed_answers_fail_and_resume_completes(server, pairs, tmp_path):
     second = annotate(pairs, teacher, out, stage=2, batch_size=1)
     assert (second.kept, second.skipped, second.failed) == (2, 2, 0)
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_annotate_command(server, pairs, tmp_path):
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "descore_reward.cli",
+        "annotate",
+        "--pairs",
+        str(pairs),
+        "--teacher",
+        "m",
+        "--stage",
+        "2",
+        "--out",
+        str(tmp_path / "out.jsonl"),
+        "--endpoint",
+        f"http://127.0.0.1:{server.server_port}/v1",
+        "--frames",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "kept 0, rejected 4, failed 0" in result.stdout and "kept ratio 0.000" in result.stdout
+    bad = subprocess.run(
+        command[:5] + [str(tmp_path / "missing.jsonl")] + command[6:], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and "missing.jsonl" in bad.stderr and "Traceback" not in bad.stderr
