@@ -79,7 +79,8 @@ def score_pairs(
         for video in (pair.video_a, pair.video_b):
             items.setdefault(score_key(video, pair.prompt), (video, pair.prompt))
     done = read_scores(sorted(out.glob("scores-rank*.jsonl")))
-    todo = [item for key, item in items.items() if key not in done][rank::world]
+    # Ranks own fixed slices of the full list, so the split never depends on when a rank starts.
+    todo = [item for index, (key, item) in enumerate(items.items()) if index % world == rank and key not in done]
     out.mkdir(parents=True, exist_ok=True)
     shard = out / f"scores-rank{rank}.jsonl"
     torn = shard.exists() and shard.stat().st_size > 0 and not shard.read_bytes().endswith(b"\n")

@@ -109,3 +109,21 @@ def test_bad_benchmark_input_fails_before_the_model_loads(tmp_path):
 
     with pytest.raises(DataError, match="bad.jsonl:1: missing field"):
         evaluate(tmp_path / "no-model-here", "in-domain", bad, tmp_path / "out")
+
+
+def test_processes_split_the_videos_and_gather_them(checkpoint, in_domain, tmp_path):
+    """Two ranks (run one after the other) each score their share; together they cover every video once."""
+    from types import SimpleNamespace
+
+    from descore_reward.data import read_jsonl
+    from descore_reward.modeling import DeScoreModel
+
+    model = DeScoreModel.from_pretrained(checkpoint)
+    pairs = read_jsonl(in_domain)
+    unique = {(str(v.resolve()), p.prompt) for p in pairs for v in (p.video_a, p.video_b)}
+    for rank in (0, 1):
+        process = SimpleNamespace(process_index=rank, num_processes=2, wait_for_everyone=lambda: None)
+        gathered = score_pairs(model, pairs, tmp_path, think=False, batch_size=4, accelerator=process)
+    shards = [(tmp_path / f"scores-rank{rank}.jsonl").read_text().splitlines() for rank in (0, 1)]
+    assert shards[0] and shards[1] and len(shards[0]) + len(shards[1]) == len(unique)
+    assert {(r["video"], r["prompt"]) for r in gathered.values()} == unique
