@@ -15,6 +15,7 @@ frames sent as images and the key read from an environment variable, never writt
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import PreferencePair, read_jsonl
+from .data import PreferencePair, pair_record, read_jsonl
 from .prompts import instruction, parse_cot
 from .video import VideoSampling, load_video
 
@@ -210,7 +211,7 @@ def annotate(
     finished = _done_ids(out, rejected_path)
     todo = [pair for pair in pairs if pair.id not in finished]
     summary = AnnotationSummary(kept=0, rejected=0, failed=0, skipped=len(pairs) - len(todo))
-    folder = Path(pairs_path).parent.resolve()
+    folder = Path(pairs_path).parent
     for start in tqdm(range(0, len(todo), batch_size), desc="annotating"):
         batch: list[PreferencePair] = todo[start : start + batch_size]
         videos = [v for pair in batch for v in (pair.video_a, pair.video_b)]
@@ -225,19 +226,9 @@ def annotate(
         for index, pair in enumerate(batch):
             cot_a, cot_b = cots[2 * index], cots[2 * index + 1]
             keep, reason = consistency(cot_a, cot_b, pair.label, tie_margin)
-            row = {
-                "id": pair.id,
-                "prompt": pair.prompt,
-                "video_a": str(Path(pair.video_a).resolve().relative_to(folder)),
-                "video_b": str(Path(pair.video_b).resolve().relative_to(folder)),
-                "label": pair.label,
-                "cot_a": cot_a,
-                "cot_b": cot_b,
-            }
-            if pair.dimension_labels:
-                row["dimension_labels"] = pair.dimension_labels
-            if stage == 2 and keep:
-                row["scores_a"], row["scores_b"] = parse_cot(cot_a).scores, parse_cot(cot_b).scores
+            scores = (parse_cot(cot_a).scores, parse_cot(cot_b).scores) if stage == 2 and keep else (None, None)
+            annotated = dataclasses.replace(pair, cot_a=cot_a, cot_b=cot_b, scores_a=scores[0], scores_b=scores[1])
+            row = pair_record(annotated, folder)
             if keep:
                 _append(out, row)
                 summary.kept += 1

@@ -109,14 +109,20 @@ def _add_train_command(commands) -> None:
     rl.set_defaults(run=run_train_rl)
 
 
-def run_train_rl(args: argparse.Namespace) -> None:
+def _training_config(cls, args: argparse.Namespace):
+    """A training config from `--config` and the `key=value` overrides; a bad key is a one-line error."""
     from .training.config import load_config
-    from .training.rl import RLConfig, train
 
     try:
-        config = load_config(RLConfig, args.config, args.overrides)
+        return load_config(cls, args.config, args.overrides)
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from None
+
+
+def run_train_rl(args: argparse.Namespace) -> None:
+    from .training.rl import RLConfig, train
+
+    config = _training_config(RLConfig, args)
     state = train(config)
     if state["history"]:
         first, last = state["history"][0], state["history"][-1]
@@ -129,12 +135,8 @@ def run_train_rl(args: argparse.Namespace) -> None:
 
 def run_train_cold_start(args: argparse.Namespace) -> None:
     from .training.cold_start import ColdStartConfig, train
-    from .training.config import load_config
 
-    try:
-        config = load_config(ColdStartConfig, args.config, args.overrides)
-    except (TypeError, ValueError) as error:
-        raise CommandError(str(error)) from None
+    config = _training_config(ColdStartConfig, args)
     state = train(config)
     evaluations = state["evaluations"]
     if evaluations:

@@ -99,6 +99,17 @@ def validate(pairs: list[PreferencePair], check_files: bool = True) -> list[Pref
     return pairs
 
 
+def _validated(pairs: list[PreferencePair], problems: list[str], check_files: bool) -> list[PreferencePair]:
+    """`pairs` once `validate` finds nothing more than the row `problems` a reader collected; else `DataError`."""
+    try:
+        validate(pairs, check_files)
+    except DataError as error:
+        problems = problems + error.problems
+    if problems:
+        raise DataError(problems)
+    return pairs
+
+
 def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = True) -> list[PreferencePair]:
     """Read and validate this project's JSONL schema (see the module docstring)."""
     path = Path(path)
@@ -140,33 +151,29 @@ def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = T
                     source=where,
                 )
             )
-    try:
-        validate(pairs, check_files)
-    except DataError as error:
-        problems += error.problems
-    if problems:
-        raise DataError(problems)
-    return pairs
+    return _validated(pairs, problems, check_files)
+
+
+def pair_record(pair: PreferencePair, folder: Path) -> dict:
+    """`pair` as a row of this project's schema, its video paths relative to `folder`."""
+    record = {
+        "id": pair.id,
+        "prompt": pair.prompt,
+        "video_a": str(Path(pair.video_a).resolve().relative_to(folder.resolve())),
+        "video_b": str(Path(pair.video_b).resolve().relative_to(folder.resolve())),
+        "label": pair.label,
+    }
+    optional = ("dimension_labels", "cot_a", "cot_b", "scores_a", "scores_b")
+    record.update({key: getattr(pair, key) for key in optional if getattr(pair, key)})
+    return record
 
 
 def write_jsonl(pairs: list[PreferencePair], path: str | Path) -> None:
     """Write pairs in this project's schema, video paths relative to `path`'s folder."""
     from .atomic import atomic_write_text
 
-    folder = Path(path).parent.resolve()
-    lines = []
-    for pair in pairs:
-        record = {
-            "id": pair.id,
-            "prompt": pair.prompt,
-            "video_a": str(Path(pair.video_a).resolve().relative_to(folder)),
-            "video_b": str(Path(pair.video_b).resolve().relative_to(folder)),
-            "label": pair.label,
-        }
-        optional = ("dimension_labels", "cot_a", "cot_b", "scores_a", "scores_b")
-        record.update({key: getattr(pair, key) for key in optional if getattr(pair, key)})
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    atomic_write_text(path, "".join(lines))
+    folder = Path(path).parent
+    atomic_write_text(path, "".join(json.dumps(pair_record(p, folder), ensure_ascii=False) + "\n" for p in pairs))
 
 
 def read_videoalign_csv(
@@ -246,13 +253,7 @@ def read_genai_bench(
                 source=where,
             )
         )
-    try:
-        validate(pairs, check_files)
-    except DataError as error:
-        problems += error.problems
-    if problems:
-        raise DataError(problems)
-    return pairs
+    return _validated(pairs, problems, check_files)
 
 
 class PairDataset(torch.utils.data.Dataset):

@@ -59,3 +59,22 @@ def real_videos() -> list[Path]:
     if not paths:
         pytest.skip(f"real test videos not found under {REAL_VIDEOS}")
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_dir(tmp_path_factory) -> Path:
+    """A tiny random WanPipeline (real diffusers classes) saved for `from_pretrained`."""
+    from descore_reward.tiny import build_tiny_wan_pipeline
+
+    path = tmp_path_factory.mktemp("wan") / "pipeline"
+    build_tiny_wan_pipeline(path, seed=0)
+    return path
+
+
+def load_wan(path: Path):
+    """A fresh WanPipeline from `path`, progress bars off."""
+    from diffusers import WanPipeline
+
+    pipeline = WanPipeline.from_pretrained(path)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline

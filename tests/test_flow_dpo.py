@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import WanPipeline
 
 from descore_reward.data import DataError
 from descore_reward.integrations.flow_dpo import (
@@ -19,7 +18,8 @@ from descore_reward.integrations.flow_dpo import (
     train_flow_dpo,
     velocity_error,
 )
-from descore_reward.tiny import build_tiny_wan_pipeline
+
+from .conftest import load_wan
 
 GENERATION = dict(height=32, width=32, num_frames=9, num_inference_steps=3, guidance_scale=1.0)
 PROMPTS = ["a red square moves right", "a blue circle stays still", "a green square moves up"]
@@ -33,22 +33,9 @@ def brightness(videos, prompts, metadata=None):
 
 
 @pytest.fixture(scope="module")
-def wan_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("wan") / "pipeline"
-    build_tiny_wan_pipeline(path, seed=0)
-    return path
-
-
-def load(wan_dir):
-    pipeline = WanPipeline.from_pretrained(wan_dir)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
-@pytest.fixture(scope="module")
-def pairs_file(wan_dir, tmp_path_factory):
+def pairs_file(tiny_wan_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dpo_pairs")
-    return rank_dpo_pairs(brightness, PROMPTS, out, pipeline=load(wan_dir), samples_per_prompt=3, **GENERATION)
+    return rank_dpo_pairs(brightness, PROMPTS, out, pipeline=load_wan(tiny_wan_dir), samples_per_prompt=3, **GENERATION)
 
 
 def test_flow_dpo_loss_matches_the_formula():
@@ -62,7 +49,7 @@ def test_flow_dpo_loss_matches_the_formula():
     assert flow_dpo_loss(err_w, err_l, ref_w, ref_l, beta).item() == pytest.approx(sum(expected) / 2, rel=1e-5)
 
 
-def test_labelling_writes_best_against_worst_and_resumes(wan_dir, pairs_file):
+def test_labelling_writes_best_against_worst_and_resumes(tiny_wan_dir, pairs_file):
     rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == PROMPTS
     for row in rows:
@@ -81,7 +68,7 @@ def test_labelling_writes_best_against_worst_and_resumes(wan_dir, pairs_file):
         brightness,
         PROMPTS,
         pairs_file.parent / "strict",
-        pipeline=load(wan_dir),
+        pipeline=load_wan(tiny_wan_dir),
         samples_per_prompt=2,
         min_gap=1e9,
         **GENERATION,
@@ -118,10 +105,10 @@ def fixed_dpo_loss(pipeline, pairs_file) -> float:
     return total
 
 
-def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(wan_dir, pairs_file, tmp_path):
-    pipeline = load(wan_dir)
+def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(tiny_wan_dir, pairs_file, tmp_path):
+    pipeline = load_wan(tiny_wan_dir)
     config = FlowDPOConfig(
-        pipeline=str(wan_dir),
+        pipeline=str(tiny_wan_dir),
         pairs=str(pairs_file),
         output_dir=str(tmp_path / "dpo"),
         steps=40,
@@ -132,7 +119,7 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(wan_dir, pairs_f
     )
     from descore_reward.integrations.flow_dpo import add_transformer_lora
 
-    probe = load(wan_dir)
+    probe = load_wan(tiny_wan_dir)
     add_transformer_lora(probe.transformer, 4, 8)
     train_flow_dpo(config, pipeline=pipeline)
     # The trained adapter against the reference, on fixed noise: below the untrained adapter's loss.
@@ -140,17 +127,17 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(wan_dir, pairs_f
     after = fixed_dpo_loss(pipeline, pairs_file)
     assert after < before, (before, after)
 
-    fresh, baseline = load(wan_dir), None
+    fresh, baseline = load_wan(tiny_wan_dir), None
     baseline = fresh("a red square", generator=torch.Generator().manual_seed(0), output_type="pt", **GENERATION).frames
     fresh.load_lora_weights(tmp_path / "dpo" / "lora")
     adapted = fresh("a red square", generator=torch.Generator().manual_seed(0), output_type="pt", **GENERATION).frames
     assert not torch.allclose(baseline, adapted, atol=1e-4)
 
 
-def test_resume_matches_an_uninterrupted_run(wan_dir, pairs_file, tmp_path):
+def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path):
     def config(name):
         return FlowDPOConfig(
-            pipeline=str(wan_dir),
+            pipeline=str(tiny_wan_dir),
             pairs=str(pairs_file),
             output_dir=str(tmp_path / name),
             steps=6,
@@ -160,7 +147,7 @@ def test_resume_matches_an_uninterrupted_run(wan_dir, pairs_file, tmp_path):
             save_every=100,
         )
 
-    straight = train_flow_dpo(config("straight"), pipeline=load(wan_dir))
-    train_flow_dpo(config("resumed"), pipeline=load(wan_dir), stop_after=3)
-    resumed = train_flow_dpo(config("resumed"), pipeline=load(wan_dir))
+    straight = train_flow_dpo(config("straight"), pipeline=load_wan(tiny_wan_dir))
+    train_flow_dpo(config("resumed"), pipeline=load_wan(tiny_wan_dir), stop_after=3)
+    resumed = train_flow_dpo(config("resumed"), pipeline=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)

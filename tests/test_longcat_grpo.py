@@ -4,7 +4,6 @@ the sampler's bookkeeping, advantages, and the loop end to end with DeScoreRewar
 import numpy as np
 import pytest
 import torch
-from diffusers import WanPipeline
 
 from descore_reward import DeScoreReward, WeightedRewards
 from descore_reward.integrations.longcat_grpo import (
@@ -15,22 +14,10 @@ from descore_reward.integrations.longcat_grpo import (
     train_longcat_grpo,
 )
 from descore_reward.integrations.wan_lora import add_transformer_lora
-from descore_reward.tiny import build_tiny_wan_pipeline
+
+from .conftest import load_wan
 
 SIZE = dict(height=32, width=32, num_frames=9)
-
-
-@pytest.fixture(scope="module")
-def wan_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("wan_grpo") / "pipeline"
-    build_tiny_wan_pipeline(path, seed=0)
-    return path
-
-
-def load(wan_dir):
-    pipeline = WanPipeline.from_pretrained(wan_dir)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
 
 
 def test_sde_step_log_prob_is_the_gaussian_density():
@@ -45,8 +32,8 @@ def test_sde_step_log_prob_is_the_gaussian_density():
     assert torch.isfinite(at_one).all() and first_scale == pytest.approx(0.7 * (1 / 0.1) ** 0.5 * 0.1**0.5)
 
 
-def test_sampler_records_what_training_replays(wan_dir):
-    pipeline = load(wan_dir)
+def test_sampler_records_what_training_replays(tiny_wan_dir):
+    pipeline = load_wan(tiny_wan_dir)
     torch.manual_seed(0)
     add_transformer_lora(pipeline.transformer, 4, 8)
     trajectory = sample_with_log_probs(
@@ -81,7 +68,7 @@ def test_grouped_advantages():
     assert grouped_advantages(np.array([0.0, 0.0, 0.0, 1e6]), 4, clip=1.0).abs().max() == 1.0
 
 
-def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(wan_dir, tiny_model, tmp_path):
+def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan_dir, tiny_model, tmp_path):
     descore = DeScoreReward(tiny_model, fps=8.0)
     rewards = WeightedRewards(
         {
@@ -92,7 +79,7 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(wan_dir,
 
     def config(name):
         return LongcatGRPOConfig(
-            pipeline=str(wan_dir),
+            pipeline=str(tiny_wan_dir),
             output_dir=str(tmp_path / name),
             prompts=["a red square", "a blue circle"],
             steps=4,
@@ -106,13 +93,13 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(wan_dir,
             **SIZE,
         )
 
-    straight = train_longcat_grpo(config("straight"), rewards, pipeline=load(wan_dir))
+    straight = train_longcat_grpo(config("straight"), rewards, pipeline=load_wan(tiny_wan_dir))
     assert len(straight["rewards"]) == 4 and all(np.isfinite(straight["rewards"]))
-    train_longcat_grpo(config("resumed"), rewards, pipeline=load(wan_dir), stop_after=2)
-    resumed = train_longcat_grpo(config("resumed"), rewards, pipeline=load(wan_dir))
+    train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir), stop_after=2)
+    resumed = train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
 
-    fresh = load(wan_dir)
+    fresh = load_wan(tiny_wan_dir)
     kwargs = dict(
         generator=torch.Generator().manual_seed(0), output_type="pt", num_inference_steps=4, guidance_scale=1.0, **SIZE
     )
