@@ -78,3 +78,17 @@ def load_wan(path: Path):
     pipeline = WanPipeline.from_pretrained(path)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`descore demo` run once as a user runs it (a subprocess): (output folder, completed process).
+
+    The demo trains a tiny random DeScore with the stage-1 cold start; several tests read what it wrote.
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    command = [sys.executable, "-m", "descore_reward.cli", "demo", "--out", str(out)]
+    return out, subprocess.run(command, capture_output=True, text=True, timeout=900)

@@ -55,17 +55,17 @@ def test_missing_model_is_named(synthetic_videos, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_offline_and_refuses_foreign_folders(tmp_path):
-    result = descore("demo", "--out", tmp_path / "demo")
+def test_demo_runs_offline_and_refuses_foreign_folders(demo_run, tmp_path):
+    out, result = demo_run
     assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in (tmp_path / "demo" / "scores.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all("reward" in row and "cot" in row for row in rows)
-    assert (tmp_path / "demo" / "cold_start" / "final" / "descore_config.json").exists()
+    assert (out / "cold_start" / "final" / "descore_config.json").exists()
     assert "held-out pair accuracy after" in result.stdout
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
-    result = descore("demo", "--out", tmp_path / "mine")
-    assert result.returncode == 2 and "mine" in result.stderr
+    refused = descore("demo", "--out", tmp_path / "mine")
+    assert refused.returncode == 2 and "mine" in refused.stderr
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
 
 

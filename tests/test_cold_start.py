@@ -1,12 +1,13 @@
 """Stage 1 on a tiny random Qwen3-VL and the synthetic task: learning, masking, resume, LoRA, config."""
 
+import json
+
 import pytest
 import torch
 import yaml
 
 from descore_reward.data import DataError
 from descore_reward.synthetic import make_dataset
-from descore_reward.tiny import build_tiny_backbone
 from descore_reward.training.cold_start import ColdStartConfig, build_model, cot_mask, masked_cots, train
 from descore_reward.training.config import load_config
 
@@ -47,35 +48,22 @@ def config_for(backbone, data, output_dir, **overrides):
 
 
 @pytest.mark.slow
-def test_learns_the_synthetic_task_with_and_without_cot(tmp_path):
+def test_learns_the_synthetic_task_with_and_without_cot(demo_run):
     """From about chance to >= 0.8 held-out pair accuracy, with the CoT and with it masked.
 
-    The losers differ from the prompt in colour only: a 2-layer random model learns to match colour
-    words to raw video in a minute of CPU, where motion direction needs more capacity and time.
+    The demo's run (shared fixture): a tiny random Qwen3-VL, full fine-tune, seed 0, 512 synthetic
+    pairs whose losers differ from the prompt in colour only (a 2-layer random model learns to match
+    colour words to raw video in two CPU minutes; motion direction needs more capacity and time),
+    64 held-out pairs, 4 epochs of batch 16, p_mask 0.75.
     """
-    backbone = tmp_path / "backbone"
-    build_tiny_backbone(backbone, seed=0, text=dict(hidden_size=64, intermediate_size=128))
-    data = (
-        make_dataset(tmp_path / "data", 512, seed=0, violations=("color",)),
-        make_dataset(tmp_path / "data", 64, seed=1, violations=("color",), name="eval.jsonl"),
-    )
-    config = config_for(
-        backbone,
-        data,
-        tmp_path / "run",
-        adapt_vision=True,
-        batch_size=16,
-        micro_batch_size=16,
-        epochs=4,
-        p_mask=0.75,
-        eval_every=64,
-    )
-    state = train(config)
+    out, result = demo_run
+    assert result.returncode == 0, result.stderr
+    state = json.loads((out / "cold_start" / "trainer_state.json").read_text())
     before, after = state["evaluations"][0], state["evaluations"][-1]
+    assert before["step"] == 0 and after["step"] == 128
     assert before["accuracy_masked"] < 0.75, state["evaluations"]  # a random model: chance, give or take
     assert after["accuracy_cot"] >= 0.8 and after["accuracy_masked"] >= 0.8, state["evaluations"]
-    assert (tmp_path / "run" / "final" / "descore_config.json").exists()
-    assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "cold_start" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cot_masking_rate():
