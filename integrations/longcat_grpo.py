@@ -181,7 +181,7 @@ def policy_step_loss(
 
 def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop_after: int | None = None) -> dict:
     """Run GRPO with `reward_fn(videos, prompts, metadata) -> (scores, info)`; resumes from
-    `output_dir/lora`. Returns the trainer state with per-step mean rewards."""
+    `output_dir/lora`. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
     from diffusers import WanPipeline
 
     if config.group_size < 2:
@@ -194,7 +194,7 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
     add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
     optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate)
     checkpoint = Path(config.output_dir) / "lora"
-    state = {"step": 0, "rewards": [], "losses": []}
+    state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
     if (checkpoint / STATE_NAME).is_file():
         state = load_checkpoint(pipeline, optimizer, checkpoint)
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
@@ -221,17 +221,21 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
             np.nan_to_num(rewards, nan=float(np.nanmean(rewards))), config.group_size, config.advantage_clip
         ).to(trajectory.latents.device)
         transformer.train()
-        total = 0.0
+        total, kl, clipped = 0.0, 0.0, 0.0
         for denoising_step in trained:
-            loss, _ = policy_step_loss(transformer, trajectory, advantages, denoising_step, config)
+            loss, stats = policy_step_loss(transformer, trajectory, advantages, denoising_step, config)
             (loss / len(trained)).backward()
             total += loss.item() / len(trained)
+            kl += stats["kl"] / len(trained)
+            clipped += stats["clip_fraction"] / len(trained)
         torch.nn.utils.clip_grad_norm_([p for p in transformer.parameters() if p.requires_grad], config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
         state["rewards"].append(float(np.nanmean(rewards)))
         state["losses"].append(total)
+        state["kl"].append(kl)
+        state["clip_fraction"].append(clipped)
         if state["step"] % config.save_every == 0 or state["step"] in (config.steps, stop_after):
             save_checkpoint(pipeline, optimizer, state, checkpoint)
         if state["step"] == stop_after:

@@ -95,6 +95,7 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
 
     straight = train_longcat_grpo(config("straight"), rewards, pipeline=load_wan(tiny_wan_dir))
     assert len(straight["rewards"]) == 4 and all(np.isfinite(straight["rewards"]))
+    assert len(straight["kl"]) == len(straight["clip_fraction"]) == 4
     train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir), stop_after=2)
     resumed = train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
