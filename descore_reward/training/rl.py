@@ -10,7 +10,8 @@ The policy trains a LoRA adapter; the reference policy is the stage-1 model, rea
 second model in memory: with the adapter disabled (stage 1 was a full fine-tune), or with a frozen
 copy of the stage-1 adapter switched in (stage 1 trained LoRA). The vision tower is frozen, so each
 video is encoded once per step and its features serve generation, the old, reference and policy
-passes alike.
+passes alike. Under `accelerate launch`, every process samples its own pairs and the gradients are
+averaged across processes before each step.
 
     descore train rl --config rl.yaml [key=value ...]
 """
@@ -279,9 +280,12 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return bradley_terry_loss(sign * reward_a[decided], sign * reward_b[decided]), float((margin > 0).float().mean())
 
 
-def policy_update(model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig) -> dict[str, float]:
+def policy_update(
+    model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None
+) -> dict[str, float]:
     """`updates_per_batch` optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one
-    rollout batch; returns the step's statistics."""
+    rollout batch; with several processes, gradients are averaged across them before each step.
+    Returns the step's statistics."""
     with torch.no_grad():
         old_logprobs = sequence_logprobs_and_rewards(model, rollouts)[0]
         with reference_policy(model):
@@ -302,6 +306,10 @@ def policy_update(model: DeScoreModel, optimizer, rollouts: Rollouts, config: RL
         bt_loss, head_accuracy = bt_on_rollouts(head_rewards, rollouts.labels)
         loss = config.grpo_coefficient * policy_loss + config.bt_coefficient * bt_loss
         loss.backward()
+        if accelerator is not None and accelerator.num_processes > 1:
+            for parameter in parameters:
+                if parameter.grad is not None:
+                    parameter.grad = accelerator.reduce(parameter.grad, reduction="mean")
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -354,14 +362,16 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
         total=config.steps, initial=state["step"], desc="dual-objective RL", disable=not accelerator.is_main_process
     )
     while state["step"] < config.steps and state["step"] != stop_after:
-        step_seed = int(np.random.SeedSequence([config.seed, state["step"]]).generate_state(1)[0])
+        # Each process draws its own pairs and rollouts; the same ones again on resume.
+        key = [config.seed, state["step"], accelerator.process_index]
+        step_seed = int(np.random.SeedSequence(key).generate_state(1)[0])
         rng = np.random.default_rng(step_seed)
         batch = [pairs[i] for i in rng.choice(len(pairs), size=min(config.pairs_per_step, len(pairs)), replace=False)]
         torch.manual_seed(step_seed)  # the same rollouts on resume
         model.eval()
         rollouts = sample_rollouts(model, batch, config)
         model.train()
-        row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config)}
+        row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config, accelerator)}
         scheduler.step()
         state["step"] += 1
         state["history"].append(row)
