@@ -8,6 +8,7 @@ template. Nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -58,6 +59,7 @@ _CORPUS = [
 
 # Shapes of the published Qwen3-VL-8B text and vision towers (config.json of Qwen/Qwen3-VL-8B-Instruct).
 QWEN3_VL_8B_TEXT = dict(
+    vocab_size=151936,
     hidden_size=4096,
     intermediate_size=12288,
     num_hidden_layers=36,
@@ -88,13 +90,10 @@ def build_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS, trainer=trainer)
-    state = bpe.model.__getstate__()
-    import json
-
-    model_state = json.loads(state) if isinstance(state, (str, bytes)) else state
+    trained = json.loads(bpe.to_str())["model"]  # {"vocab": {token: id}, "merges": [[left, right], ...]}
     tokenizer = Qwen2Tokenizer(
-        vocab=model_state["vocab"],
-        merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_state["merges"]],
+        vocab=trained["vocab"],
+        merges=[tuple(merge) for merge in trained["merges"]],
         unk_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
