@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature
@@ -225,8 +225,6 @@ class DeScoreModel(nn.Module):
         """Wrap the backbone with a LoRA adapter (peft) on the language model's `target_modules`, and on
         the vision tower's attention and MLP too with `adapt_vision`. The backbone's own weights freeze;
         the head and the `<reward>` embedding stay trainable."""
-        from peft import LoraConfig, get_peft_model
-
         names = "|".join(target_modules)
         pattern = rf".*language_model.*\.({names})"
         if adapt_vision:
@@ -241,10 +239,25 @@ class DeScoreModel(nn.Module):
         return self.reward_embedding.device
 
     @property
+    def unwrapped_backbone(self) -> nn.Module:
+        """The `...ForConditionalGeneration` model, under its PEFT wrapper if it has one."""
+        return self.backbone.get_base_model() if isinstance(self.backbone, PeftModel) else self.backbone
+
+    @property
     def language_backbone(self) -> nn.Module:
         """The backbone without its LM head (`Qwen3VLModel`): it returns last-layer hidden states."""
-        backbone = self.backbone.get_base_model() if isinstance(self.backbone, PeftModel) else self.backbone
-        return backbone.model
+        return self.unwrapped_backbone.model
+
+    def optimizer_groups(self, learning_rate: float, head_learning_rate: float | None = None) -> list[dict]:
+        """AdamW parameter groups: the backbone's trainable weights at `learning_rate`, the head and the
+        `<reward>` embedding at `head_learning_rate` (default: the same)."""
+        scoring = [self.reward_embedding, *self.head.parameters()]
+        scoring_ids = {id(p) for p in scoring}
+        backbone = [p for p in self.parameters() if p.requires_grad and id(p) not in scoring_ids]
+        return [
+            {"params": backbone, "lr": learning_rate},
+            {"params": scoring, "lr": head_learning_rate or learning_rate},
+        ]
 
     def load_videos(self, videos: Sequence[VideoSource | Video]) -> list[Video]:
         """Decode and validate every video up front (`VideoInputError` names the bad one)."""

@@ -201,13 +201,8 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
         raise ValueError(f"batch_size {config.batch_size} is smaller than micro_batch_size x processes")
     set_seed(config.seed)
     model = build_model(config)
-    head_lr = config.head_learning_rate or config.learning_rate
-    scoring = [model.reward_embedding, *model.head.parameters()]
-    scoring_ids = {id(p) for p in scoring}
-    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in scoring_ids]
     optimizer = torch.optim.AdamW(
-        [{"params": backbone, "lr": config.learning_rate}, {"params": scoring, "lr": head_lr}],
-        weight_decay=config.weight_decay,
+        model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
     order = torch.Generator()
     loader = torch.utils.data.DataLoader(

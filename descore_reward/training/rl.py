@@ -203,8 +203,7 @@ def sequence_logprobs_and_rewards(model: DeScoreModel, rollouts: Rollouts) -> tu
     hidden = model.language_backbone(**rollouts.sequence).last_hidden_state  # (N, P + L + 1, hidden)
     length = rollouts.response_mask.shape[1]
     start = rollouts.prompt_length
-    lm_head = (model.backbone.get_base_model() if isinstance(model.backbone, PeftModel) else model.backbone).lm_head
-    logits = lm_head(hidden[:, start - 1 : start + length - 1]).float()
+    logits = model.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + length - 1]).float()
     targets = rollouts.sequence["input_ids"][:, start : start + length]
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
     return logprobs, model.head(hidden[:, -1].float())
@@ -341,15 +340,8 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     torch.manual_seed(config.seed)
     model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
-    scoring = [model.reward_embedding, *model.head.parameters()]
-    scoring_ids = {id(p) for p in scoring}
-    policy = [p for p in model.parameters() if p.requires_grad and id(p) not in scoring_ids]
     optimizer = torch.optim.AdamW(
-        [
-            {"params": policy, "lr": config.learning_rate},
-            {"params": scoring, "lr": config.head_learning_rate or config.learning_rate},
-        ],
-        weight_decay=config.weight_decay,
+        model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     state = {"step": 0, "history": []}
