@@ -204,16 +204,25 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
-    order = torch.Generator()
-    loader = torch.utils.data.DataLoader(
-        PairDataset(train_pairs),
-        batch_size=config.micro_batch_size,
-        shuffle=True,
-        generator=order,
-        collate_fn=PairCollator(model.config.sampling),
-        num_workers=config.num_workers,
-    )
-    steps_per_epoch = math.ceil(len(loader) / accumulation)
+    # Each process takes an equal shard of every epoch's shuffled order.
+    shard_size = len(train_pairs) // accelerator.num_processes
+    batches_per_epoch = math.ceil(shard_size / config.micro_batch_size)
+
+    def epoch_batches(epoch: int, skip: int) -> torch.utils.data.DataLoader:
+        """This process's batches of `epoch` after the first `skip`; the order depends on the seed and
+        the epoch alone, and skipped batches are never decoded."""
+        generator = torch.Generator().manual_seed(config.seed + epoch)
+        order = list(torch.utils.data.RandomSampler(train_pairs, generator=generator))
+        shard = order[accelerator.process_index :: accelerator.num_processes][:shard_size]
+        remaining = shard[skip * config.micro_batch_size :]
+        return torch.utils.data.DataLoader(
+            torch.utils.data.Subset(PairDataset(train_pairs), remaining),
+            batch_size=config.micro_batch_size,
+            collate_fn=PairCollator(model.config.sampling),
+            num_workers=config.num_workers,
+        )
+
+    steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -245,14 +254,10 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     )
     finished = state["step"] >= total_steps
     while not finished:
-        order.manual_seed(config.seed + state["epoch"])  # the same data order on resume
-        batches = iter(loader)
-        for _ in range(state["batches_done"]):
-            next(batches)
         window_loss = 0.0
-        for batch in batches:
+        for batch in epoch_batches(state["epoch"], state["batches_done"]):
             state["batches_done"] += 1
-            last_of_step = state["batches_done"] % accumulation == 0 or state["batches_done"] == len(loader)
+            last_of_step = state["batches_done"] % accumulation == 0 or state["batches_done"] == batches_per_epoch
             key = (config.seed, state["epoch"], state["batches_done"])
             cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, key)
             labels = torch.tensor([p.human for p in batch.pairs], device=accelerator.device)
@@ -279,7 +284,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
                 evaluate()
             if state["step"] >= total_steps:
                 finished = True
-            if state["batches_done"] == len(loader):
+            if state["batches_done"] == batches_per_epoch:
                 state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
             at_save = state["step"] % config.save_every == 0 or finished or state["step"] == stop_after
             if at_save and accelerator.is_main_process:
