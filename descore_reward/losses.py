@@ -16,6 +16,16 @@ def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tenso
     return -F.logsigmoid(reward_chosen - reward_rejected).mean()
 
 
+def labelled_bradley_terry_loss(reward_a: torch.Tensor, reward_b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BT on pairs labelled +1 (A wins) or -1 (B wins); ties (0) are skipped. A batch of ties only
+    gives a zero loss that keeps the graph."""
+    decided = labels != 0
+    if not decided.any():
+        return (reward_a + reward_b).sum() * 0.0
+    sign = labels[decided].to(reward_a.dtype)
+    return bradley_terry_loss(sign * reward_a[decided], sign * reward_b[decided])
+
+
 def rao_kupper_probabilities(margin: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """P(A > B), P(tie), P(B > A) for margins `r_A - r_B` under Rao-Kupper with `theta > 1`.
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_jsonl, read_videoalign_csv
 from ..evaluation import preference_metrics
-from ..losses import bradley_terry_loss, rao_kupper_loss
+from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..video import VideoSampling
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
@@ -151,14 +151,10 @@ def pair_rewards(model, batch: PairBatch, cots_a: list, cots_b: list) -> tuple[t
 
 
 def pair_loss(reward_a: torch.Tensor, reward_b: torch.Tensor, labels: torch.Tensor, config: ColdStartConfig):
-    """BT on decided pairs (a batch of ties only gives a zero loss that keeps the graph), or Rao-Kupper."""
+    """BT on decided pairs (ties skipped), or Rao-Kupper, which learns from ties too."""
     if config.loss == "rao_kupper":
         return rao_kupper_loss(reward_a, reward_b, labels, config.tie_theta)
-    decided = labels != 0
-    if not decided.any():
-        return (reward_a + reward_b).sum() * 0.0
-    sign = labels[decided].float()
-    return bradley_terry_loss(sign * reward_a[decided], sign * reward_b[decided])
+    return labelled_bradley_terry_loss(reward_a, reward_b, labels)
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..data import PreferencePair, read_jsonl
-from ..losses import bradley_terry_loss
+from ..losses import labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel
 from ..rollout_rewards import RolloutRewardConfig, rollout_reward
 from ..video import load_video
@@ -272,11 +272,10 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     half = len(rewards) // 2
     reward_a, reward_b = rewards[:half], rewards[half:]
     decided = labels != 0
-    if not decided.any():
-        return rewards.sum() * 0.0, float("nan")
-    sign = labels[decided].float()
-    margin = sign * (reward_a[decided] - reward_b[decided])
-    return bradley_terry_loss(sign * reward_a[decided], sign * reward_b[decided]), float((margin > 0).float().mean())
+    accuracy = (
+        float(((reward_a - reward_b)[decided] * labels[decided] > 0).float().mean()) if decided.any() else math.nan
+    )
+    return labelled_bradley_terry_loss(reward_a, reward_b, labels), accuracy
 
 
 def policy_update(
