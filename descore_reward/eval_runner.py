@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
-from .data import PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
+from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
 from .evaluation import preference_metrics
 
 BENCHMARKS: dict[str, Callable[..., list[PreferencePair]]] = {
@@ -123,7 +123,7 @@ def benchmark_metrics(pairs: list[PreferencePair], margins: np.ndarray, bootstra
     dimensions = sorted({d for pair in pairs for d in pair.dimension_labels})
     for dimension in dimensions:
         labelled = [i for i, pair in enumerate(pairs) if dimension in pair.dimension_labels]
-        labels = [{"A": 1, "B": -1, "tie": 0}[pairs[i].dimension_labels[dimension]] for i in labelled]
+        labels = [LABELS[pairs[i].dimension_labels[dimension]] for i in labelled]
         metrics.setdefault("dimensions", {})[dimension] = preference_metrics(labels, margins[labelled])
     return metrics
 

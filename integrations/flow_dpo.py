@@ -25,11 +25,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import DataError
-from ..video import VideoSampling, load_video
 from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, save_checkpoint
-
-# Every frame at full size: the VAE needs the 4k + 1 frames the pipeline wrote.
-ALL_FRAMES = VideoSampling(fps=1e6, min_frames=1, max_frames=10**6, max_pixels_per_frame=10**9, max_total_pixels=10**12)
+from .wan_vae import encode_video
 
 
 def rank_dpo_pairs(
@@ -116,18 +113,6 @@ def read_dpo_pairs(path: str | Path) -> list[dict]:
 def flow_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, beta: float) -> torch.Tensor:
     """`-log sigmoid(-beta / 2 * ((err_w - ref_err_w) - (err_l - ref_err_l)))`, averaged over pairs."""
     return -F.logsigmoid(-0.5 * beta * ((err_w - ref_err_w) - (err_l - ref_err_l))).mean()
-
-
-@torch.no_grad()
-def encode_video(pipeline, path: str | Path) -> torch.Tensor:
-    """Normalised Wan VAE latents `(C, T', H', W')` of a video file (all its frames)."""
-    frames = load_video(path, ALL_FRAMES).frames.float() / 127.5 - 1.0  # (T, C, H, W) in [-1, 1]
-    video = frames.permute(1, 0, 2, 3)[None].to(pipeline.vae.device, pipeline.vae.dtype)
-    latents = pipeline.vae.encode(video).latent_dist.mode()
-    config = pipeline.vae.config
-    mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
-    std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1).to(latents)
-    return ((latents - mean) / std)[0]
 
 
 def velocity_error(transformer, x0, noise, sigma, text) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, save_checkpoint
+from .wan_vae import decode_latents
 
 
 def sde_step(
@@ -101,11 +102,7 @@ def sample_with_log_probs(
             latents, log_prob = latents + (sigmas[i + 1] - sigmas[i]) * velocity, torch.zeros(len(prompts))
         trajectory.append(latents)
         log_probs.append(log_prob.float().cpu())
-    config = pipeline.vae.config
-    mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
-    std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1).to(latents)
-    decoded = pipeline.vae.decode((latents * std + mean).to(pipeline.vae.dtype), return_dict=False)[0]
-    videos = pipeline.video_processor.postprocess_video(decoded, output_type="pt")
+    videos = decode_latents(pipeline, latents)
     return Trajectory(videos, torch.stack(trajectory, 1), torch.stack(log_probs, 1), sigmas, text)
 
 

@@ -11,13 +11,13 @@ import torch
 from descore_reward.data import DataError
 from descore_reward.integrations.flow_dpo import (
     FlowDPOConfig,
-    encode_video,
     flow_dpo_loss,
     rank_dpo_pairs,
     read_dpo_pairs,
     train_flow_dpo,
     velocity_error,
 )
+from descore_reward.integrations.wan_vae import encode_video
 
 from .conftest import load_wan
 
