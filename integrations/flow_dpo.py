@@ -14,6 +14,7 @@ with `WanPipeline.save_lora_weights`, so `WanPipeline.load_lora_weights` loads i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import DataError
-from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, save_checkpoint
-from .wan_vae import encode_video
+from ..training.distributed import average_gradients, finish_trackers, step_seed
+from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, load_pipeline_for_training, save_checkpoint
+from .wan_vae import cached_latents
 
 
 def rank_dpo_pairs(
@@ -127,7 +129,12 @@ def velocity_error(transformer, x0, noise, sigma, text) -> torch.Tensor:
 
 @dataclass
 class FlowDPOConfig:
-    """Flow-DPO settings (beta 100 as Flow-GRPO's image recipe; LoRA r32 / alpha 64 as its Wan recipe)."""
+    """Flow-DPO settings (beta 100 as Flow-GRPO's image recipe; LoRA r32 / alpha 64 as its Wan recipe).
+
+    `batch_size` pairs per process per step. `latent_cache`: a folder where the VAE latents of the pair
+    videos are kept across steps, resumes and runs (recommended for more than one pass over the pairs);
+    None encodes each video when it is drawn.
+    """
 
     pipeline: str
     pairs: str
@@ -136,53 +143,77 @@ class FlowDPOConfig:
     lora_rank: int = 32
     lora_alpha: int = 64
     learning_rate: float = 1e-4
+    max_grad_norm: float = 1.0
     steps: int = 1000
     batch_size: int = 1
+    latent_cache: str | None = None
+    mixed_precision: str = "no"
+    report_to: str | None = "tensorboard"
     seed: int = 0
     save_every: int = 100
 
 
 def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None = None) -> dict:
     """Train a LoRA with Flow-DPO on `config.pairs`, resuming from `output_dir/lora` if present;
-    `stop_after` ends the run after that many steps, as an interruption would."""
-    from diffusers import WanPipeline
+    `stop_after` ends the run after that many steps, as an interruption would. Under `accelerate launch`
+    each process draws its own pairs and the gradients are averaged. Returns the trainer state."""
+    from accelerate import Accelerator
 
     rows = read_dpo_pairs(config.pairs)  # checked before any model loads
-    pipeline = pipeline or WanPipeline.from_pretrained(config.pipeline)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=config.output_dir
+    )
+    pipeline = (pipeline or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
     transformer = pipeline.transformer
-    torch.manual_seed(config.seed)  # the adapter's initial weights
+    torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
     add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
-    latents = [(encode_video(pipeline, r["chosen"]), encode_video(pipeline, r["rejected"])) for r in rows]
-    with torch.no_grad():
-        texts = [pipeline.encode_prompt(r["prompt"], do_classifier_free_guidance=False)[0] for r in rows]
     parameters = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     checkpoint = Path(config.output_dir) / "lora"
     state = {"step": 0, "losses": []}
     if (checkpoint / STATE_NAME).is_file():
         state = load_checkpoint(pipeline, optimizer, checkpoint)
+    if accelerator.is_main_process and config.report_to:
+        accelerator.init_trackers("descore-flow-dpo", {k: str(v) for k, v in dataclasses.asdict(config).items()})
     transformer.train()
-    for step in tqdm(range(state["step"], config.steps), desc="flow-dpo", initial=state["step"], total=config.steps):
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        picks = torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()
-        x_w = torch.stack([latents[i][0] for i in picks])
-        x_l = torch.stack([latents[i][1] for i in picks])
-        text = torch.cat([texts[i] for i in picks])
-        noise = torch.randn(x_w.shape, generator=generator).to(x_w)
-        sigma = torch.sigmoid(torch.randn(len(picks), generator=generator)).to(x_w)  # logit-normal time
+    progress = tqdm(
+        range(state["step"], config.steps),
+        desc="flow-dpo",
+        initial=state["step"],
+        total=config.steps,
+        disable=not accelerator.is_main_process,
+    )
+    for step in progress:
+        generator = torch.Generator().manual_seed(step_seed(config.seed, step, accelerator.process_index))
+        picks = [rows[i] for i in torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()]
+        # Winner and loser in one batch: (2B, C, T', H', W'), sharing noise and time.
+        x0 = torch.stack(
+            [cached_latents(pipeline, r[key], config.latent_cache) for key in ("chosen", "rejected") for r in picks]
+        ).float()
         with torch.no_grad():
-            transformer.disable_adapters()
-            ref_w, ref_l = (velocity_error(transformer, x, noise, sigma, text) for x in (x_w, x_l))
-            transformer.enable_adapters()
-        err_w, err_l = (velocity_error(transformer, x, noise, sigma, text) for x in (x_w, x_l))
-        loss = flow_dpo_loss(err_w, err_l, ref_w, ref_l, config.beta)
+            text = pipeline.encode_prompt([r["prompt"] for r in picks], do_classifier_free_guidance=False)[0]
+        text = text.repeat(2, 1, 1)
+        noise = torch.randn(x0[: len(picks)].shape, generator=generator).to(x0).repeat(2, 1, 1, 1, 1)
+        sigma = torch.sigmoid(torch.randn(len(picks), generator=generator)).to(x0).repeat(2)  # logit-normal time
+        with accelerator.autocast():
+            with torch.no_grad():
+                transformer.disable_adapters()
+                reference = velocity_error(transformer, x0, noise, sigma, text)
+                transformer.enable_adapters()
+            error = velocity_error(transformer, x0, noise, sigma, text)
+        loss = flow_dpo_loss(*error.chunk(2), *reference.chunk(2), config.beta)
         loss.backward()
+        average_gradients(accelerator, parameters)
+        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
-        state["losses"].append(loss.item())
-        if state["step"] % config.save_every == 0 or state["step"] == config.steps or state["step"] == stop_after:
+        state["losses"].append(accelerator.reduce(loss.detach(), reduction="mean").item())
+        accelerator.log({"flow_dpo/loss": state["losses"][-1]}, step=state["step"])
+        at_end = state["step"] in (config.steps, stop_after)
+        if accelerator.is_main_process and (state["step"] % config.save_every == 0 or at_end):
             save_checkpoint(pipeline, optimizer, state, checkpoint)
         if state["step"] == stop_after:
             break
+    finish_trackers(accelerator)
     return state

@@ -17,6 +17,7 @@ transformer with its LoRA disabled). LoRA on the transformer; checkpoints as in 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, save_checkpoint
+from ..training.distributed import average_gradients, finish_trackers, step_seed
+from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, load_pipeline_for_training, save_checkpoint
 from .wan_vae import decode_latents
 
 
@@ -116,8 +118,8 @@ def grouped_advantages(rewards: np.ndarray, group_size: int, clip: float = 5.0) 
 @dataclass
 class LongcatGRPOConfig:
     """Defaults follow Flow-GRPO's Wan-2.1-1.3B recipe where it gives one (KL beta 0.004, clip range
-    1e-3, LoRA r32 / alpha 64, 4 videos per prompt, 20 steps); `train_steps` picks which denoising
-    steps are trained (None: all but the last, deterministic one)."""
+    1e-3, LoRA r32 / alpha 64, 4 videos per prompt, 20 steps); `prompts_per_step` is per process;
+    `train_steps` picks which denoising steps are trained (None: all but the last, deterministic one)."""
 
     pipeline: str
     output_dir: str
@@ -138,6 +140,8 @@ class LongcatGRPOConfig:
     lora_rank: int = 32
     lora_alpha: int = 64
     max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    report_to: str | None = "tensorboard"
     seed: int = 0
     save_every: int = 10
 
@@ -178,63 +182,81 @@ def policy_step_loss(
 
 def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop_after: int | None = None) -> dict:
     """Run GRPO with `reward_fn(videos, prompts, metadata) -> (scores, info)`; resumes from
-    `output_dir/lora`. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
-    from diffusers import WanPipeline
+    `output_dir/lora`. Under `accelerate launch` each process samples its own prompts and groups and the
+    gradients are averaged. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
+    from accelerate import Accelerator
 
     if config.group_size < 2:
         raise ValueError(f"group_size must be at least 2, got {config.group_size}")
     if not config.prompts:
         raise ValueError("prompts: expected at least one prompt")
-    pipeline = pipeline or WanPipeline.from_pretrained(config.pipeline)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=config.output_dir
+    )
+    pipeline = (pipeline or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
     transformer = pipeline.transformer
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
     add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
-    optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate)
+    parameters = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     checkpoint = Path(config.output_dir) / "lora"
     state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
     if (checkpoint / STATE_NAME).is_file():
         state = load_checkpoint(pipeline, optimizer, checkpoint)
+    if accelerator.is_main_process and config.report_to:
+        accelerator.init_trackers("descore-longcat-grpo", {k: str(v) for k, v in dataclasses.asdict(config).items()})
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
-    for step in tqdm(
-        range(state["step"], config.steps), desc="longcat grpo", initial=state["step"], total=config.steps
-    ):
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    progress = tqdm(
+        range(state["step"], config.steps),
+        desc="longcat grpo",
+        initial=state["step"],
+        total=config.steps,
+        disable=not accelerator.is_main_process,
+    )
+    for step in progress:
+        generator = torch.Generator().manual_seed(step_seed(config.seed, step, accelerator.process_index))
         chosen = torch.randint(len(config.prompts), (config.prompts_per_step,), generator=generator).tolist()
         prompts = [config.prompts[i] for i in chosen for _ in range(config.group_size)]
         transformer.eval()
-        trajectory = sample_with_log_probs(
-            pipeline,
-            prompts,
-            config.height,
-            config.width,
-            config.num_frames,
-            config.sampling_steps,
-            config.noise_level,
-            generator,
-        )
+        with accelerator.autocast():
+            trajectory = sample_with_log_probs(
+                pipeline,
+                prompts,
+                config.height,
+                config.width,
+                config.num_frames,
+                config.sampling_steps,
+                config.noise_level,
+                generator,
+            )
         rewards, _ = reward_fn(trajectory.videos, prompts, [{} for _ in prompts])
         rewards = np.asarray(rewards, dtype=np.float32)
         advantages = grouped_advantages(
             np.nan_to_num(rewards, nan=float(np.nanmean(rewards))), config.group_size, config.advantage_clip
         ).to(trajectory.latents.device)
         transformer.train()
-        total, kl, clipped = 0.0, 0.0, 0.0
+        totals = torch.zeros(3)  # loss, KL, clip fraction, averaged over the trained steps
         for denoising_step in trained:
-            loss, stats = policy_step_loss(transformer, trajectory, advantages, denoising_step, config)
+            with accelerator.autocast():
+                loss, stats = policy_step_loss(transformer, trajectory, advantages, denoising_step, config)
             (loss / len(trained)).backward()
-            total += loss.item() / len(trained)
-            kl += stats["kl"] / len(trained)
-            clipped += stats["clip_fraction"] / len(trained)
-        torch.nn.utils.clip_grad_norm_([p for p in transformer.parameters() if p.requires_grad], config.max_grad_norm)
+            totals += torch.tensor([loss.item(), stats["kl"], stats["clip_fraction"]]) / len(trained)
+        average_gradients(accelerator, parameters)
+        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        reward = torch.tensor([float(np.nanmean(rewards))])
+        row = accelerator.reduce(torch.cat([reward, totals]).to(accelerator.device), reduction="mean").tolist()
         state["step"] = step + 1
-        state["rewards"].append(float(np.nanmean(rewards)))
-        state["losses"].append(total)
-        state["kl"].append(kl)
-        state["clip_fraction"].append(clipped)
-        if state["step"] % config.save_every == 0 or state["step"] in (config.steps, stop_after):
+        for key, value in zip(("rewards", "losses", "kl", "clip_fraction"), row):
+            state[key].append(value)
+        accelerator.log(
+            dict(zip(("grpo/reward", "grpo/loss", "grpo/kl", "grpo/clip_fraction"), row)), step=state["step"]
+        )
+        at_end = state["step"] in (config.steps, stop_after)
+        if accelerator.is_main_process and (state["step"] % config.save_every == 0 or at_end):
             save_checkpoint(pipeline, optimizer, state, checkpoint)
         if state["step"] == stop_after:
             break
+    finish_trackers(accelerator)
     return state

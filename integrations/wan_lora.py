@@ -17,6 +17,23 @@ from ..atomic import atomic_directory
 WAN_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "proj_out"]
 
 
+PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load_pipeline_for_training(path: str, mixed_precision: str = "no"):
+    """A `WanPipeline` whose frozen text encoder and VAE are in the `mixed_precision` dtype and whose
+    transformer, which the LoRA trains under autocast, stays in float32."""
+    from diffusers import WanPipeline
+
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {sorted(PRECISIONS)}, got {mixed_precision!r}")
+    pipeline = WanPipeline.from_pretrained(
+        path, torch_dtype={"transformer": torch.float32, "default": PRECISIONS[mixed_precision]}
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 def add_transformer_lora(transformer, rank: int, alpha: int) -> None:
     """Freeze `transformer` and give it a trainable LoRA adapter (Gaussian init) on `WAN_LORA_TARGETS`."""
     from peft import LoraConfig

@@ -1,11 +1,16 @@
-"""Videos to and from normalised Wan VAE latents (`(x - latents_mean) / latents_std`, as `WanPipeline`)."""
+"""Videos to and from normalised Wan VAE latents (`(x - latents_mean) / latents_std`, as `WanPipeline`),
+and an on-disk cache of the latents of video files."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save
 
+from ..atomic import atomic_write_bytes
 from ..video import VideoSampling, load_video
 
 # Every frame at full size: the VAE needs the 4k + 1 frames the pipeline wrote.
@@ -35,3 +40,25 @@ def decode_latents(pipeline, latents: torch.Tensor) -> torch.Tensor:
     mean, std = _statistics(pipeline.vae, latents)
     decoded = pipeline.vae.decode((latents * std + mean).to(pipeline.vae.dtype), return_dict=False)[0]
     return pipeline.video_processor.postprocess_video(decoded, output_type="pt")
+
+
+def cached_latents(pipeline, path: str | Path, cache_dir: str | Path | None) -> torch.Tensor:
+    """`encode_video(pipeline, path)`, kept in `cache_dir` (one safetensors file per video) when it is given.
+
+    An entry is keyed by the file's resolved path, size and modification time and by the VAE's config
+    (with the path it was loaded from), so an edited video or another VAE is encoded afresh. Entries are
+    written atomically, so processes sharing a cache never read a partial file.
+    """
+    if cache_dir is None:
+        return encode_video(pipeline, path)
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = json.dumps(
+        [str(path), stat.st_size, stat.st_mtime_ns, dict(pipeline.vae.config)], sort_keys=True, default=str
+    )
+    entry = Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.safetensors"
+    if entry.is_file():
+        return load_file(entry)["latents"].to(pipeline.vae.device, pipeline.vae.dtype)
+    latents = encode_video(pipeline, path)
+    atomic_write_bytes(entry, save({"latents": latents.contiguous().cpu()}))
+    return latents

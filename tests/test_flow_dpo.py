@@ -3,6 +3,8 @@ resume, and a LoRA that a fresh pipeline loads."""
 
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from descore_reward.integrations.flow_dpo import (
     train_flow_dpo,
     velocity_error,
 )
-from descore_reward.integrations.wan_vae import encode_video
+from descore_reward.integrations.wan_vae import cached_latents, encode_video
 
 from .conftest import load_wan
 
@@ -135,7 +137,9 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(tiny_wan_dir, pa
 
 
 def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path):
-    def config(name):
+    """The resumed run also reads its latents from an on-disk cache: same losses as encoding each time."""
+
+    def config(name, **cache):
         return FlowDPOConfig(
             pipeline=str(tiny_wan_dir),
             pairs=str(pairs_file),
@@ -145,9 +149,32 @@ def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path)
             lora_rank=4,
             lora_alpha=8,
             save_every=100,
+            report_to=None,
+            **cache,
         )
 
     straight = train_flow_dpo(config("straight"), pipeline=load_wan(tiny_wan_dir))
-    train_flow_dpo(config("resumed"), pipeline=load_wan(tiny_wan_dir), stop_after=3)
-    resumed = train_flow_dpo(config("resumed"), pipeline=load_wan(tiny_wan_dir))
+    cache = str(tmp_path / "latents")
+    train_flow_dpo(config("resumed", latent_cache=cache), pipeline=load_wan(tiny_wan_dir), stop_after=3)
+    assert 0 < len(list((tmp_path / "latents").glob("*.safetensors"))) <= 6
+    resumed = train_flow_dpo(config("resumed", latent_cache=cache), pipeline=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
+
+
+def test_latent_cache_reuses_entries_and_notices_an_edited_video(tiny_wan_dir, pairs_file, tmp_path):
+    pipeline = load_wan(tiny_wan_dir)
+    first, second = sorted((pairs_file.parent / "videos").glob("*.mp4"))[:2]
+    video, cache = tmp_path / "video.mp4", tmp_path / "cache"
+    shutil.copy(first, video)
+    latents = cached_latents(pipeline, video, cache)
+    torch.testing.assert_close(latents, encode_video(pipeline, video))
+    (entry,) = cache.iterdir()
+    written = entry.stat().st_mtime_ns
+    assert torch.equal(cached_latents(pipeline, video, cache), latents)
+    assert list(cache.iterdir()) == [entry] and entry.stat().st_mtime_ns == written, "read, not written again"
+    shutil.copy(second, video)
+    os.utime(video, ns=(written + 10**9, written + 10**9))  # a new modification time, whatever the clock
+    edited = cached_latents(pipeline, video, cache)
+    assert len(list(cache.iterdir())) == 2
+    torch.testing.assert_close(edited, encode_video(pipeline, video))
+    assert not torch.allclose(edited, latents)

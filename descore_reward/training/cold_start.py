@@ -32,6 +32,7 @@ from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..video import VideoSampling
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from .distributed import finish_trackers
 
 
 @dataclass
@@ -203,6 +204,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     # Each process takes an equal shard of every epoch's shuffled order.
     shard_size = len(train_pairs) // accelerator.num_processes
     batches_per_epoch = math.ceil(shard_size / config.micro_batch_size)
+    collate = PairCollator(model.config.sampling)
 
     def epoch_batches(epoch: int, skip: int) -> torch.utils.data.DataLoader:
         """This process's batches of `epoch` after the first `skip`; the order depends on the seed and
@@ -214,7 +216,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
         return torch.utils.data.DataLoader(
             torch.utils.data.Subset(PairDataset(train_pairs), remaining),
             batch_size=config.micro_batch_size,
-            collate_fn=PairCollator(model.config.sampling),
+            collate_fn=collate,
             num_workers=config.num_workers,
         )
 
@@ -294,7 +296,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
         unwrapped.save_pretrained(output_dir / "final", include_backbone=not config.lora)
         atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
         plot_training(state, output_dir / "training_curves.png")
-    accelerator.end_training()
+    finish_trackers(accelerator)
     return state
 
 

@@ -37,6 +37,7 @@ from ..modeling import ADAPTER_DIR, DeScoreModel
 from ..rollout_rewards import RolloutRewardConfig, rollout_reward
 from ..video import load_video
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from .distributed import average_gradients, finish_trackers, step_seed
 
 
 @dataclass
@@ -304,10 +305,7 @@ def policy_update(
         bt_loss, head_accuracy = bt_on_rollouts(head_rewards, rollouts.labels)
         loss = config.grpo_coefficient * policy_loss + config.bt_coefficient * bt_loss
         loss.backward()
-        if accelerator is not None and accelerator.num_processes > 1:
-            for parameter in parameters:
-                if parameter.grad is not None:
-                    parameter.grad = accelerator.reduce(parameter.grad, reduction="mean")
+        average_gradients(accelerator, parameters)
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -354,11 +352,10 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     )
     while state["step"] < config.steps and state["step"] != stop_after:
         # Each process draws its own pairs and rollouts; the same ones again on resume.
-        key = [config.seed, state["step"], accelerator.process_index]
-        step_seed = int(np.random.SeedSequence(key).generate_state(1)[0])
-        rng = np.random.default_rng(step_seed)
+        seed = step_seed(config.seed, state["step"], accelerator.process_index)
+        rng = np.random.default_rng(seed)
         batch = [pairs[i] for i in rng.choice(len(pairs), size=min(config.pairs_per_step, len(pairs)), replace=False)]
-        torch.manual_seed(step_seed)  # the same rollouts on resume
+        torch.manual_seed(seed)  # the same rollouts on resume
         model.eval()
         rollouts = sample_rollouts(model, batch, config)
         model.train()
@@ -378,5 +375,5 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     if state["step"] >= config.steps and accelerator.is_main_process:
         model.save_pretrained(output_dir / "final")
         atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
-    accelerator.end_training()
+    finish_trackers(accelerator)
     return state

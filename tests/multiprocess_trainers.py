@@ -1,0 +1,70 @@
+"""Run the four trainers that split work across processes (cold start, stage-2 RL, Flow-DPO, Longcat
+GRPO) on tiny models and save each one's trainable parameters per process. `tests/test_multiprocess.py` runs it under
+`torchrun --nproc_per_node 2` with `ACCELERATE_USE_CPU=1` (accelerate's multi-CPU mode, gloo) and calls
+`train_all` in its own process for the one-process baseline.
+
+    python tests/multiprocess_trainers.py SPEC.json
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+
+def brightness(videos, prompts, metadata=None):
+    return videos.float().mean(dim=(1, 2, 3, 4)).numpy(), {}
+
+
+def trainable(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def remembering(build, built: list):
+    """`build`, keeping what it returns in `built`."""
+
+    def wrapper(*args):
+        built.append(build(*args))
+        return built[-1]
+
+    return wrapper
+
+
+def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """`spec` holds the keyword arguments of ColdStartConfig ("cold_start"), RLConfig ("rl"),
+    FlowDPOConfig ("flow_dpo") and LongcatGRPOConfig ("grpo"); returns each run's trainable weights."""
+    from diffusers import WanPipeline
+
+    from descore_reward.integrations.flow_dpo import FlowDPOConfig, train_flow_dpo
+    from descore_reward.integrations.longcat_grpo import LongcatGRPOConfig, train_longcat_grpo
+    from descore_reward.training import cold_start, rl
+
+    results = {}
+    for name, module, builder, config in (
+        ("cold_start", cold_start, "build_model", cold_start.ColdStartConfig(**spec["cold_start"])),
+        ("rl", rl, "prepare_policy", rl.RLConfig(**spec["rl"])),
+    ):
+        built = []
+        original = getattr(module, builder)
+        setattr(module, builder, remembering(original, built))
+        try:  # the stage trainers build their model inside; keep a handle on it
+            module.train(config)
+        finally:
+            setattr(module, builder, original)
+        results[name] = trainable(built[0])
+    for name, config, train in (
+        ("flow_dpo", FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: train_flow_dpo(c, pipeline=p)),
+        ("grpo", LongcatGRPOConfig(**spec["grpo"]), lambda c, p: train_longcat_grpo(c, brightness, pipeline=p)),
+    ):
+        pipeline = WanPipeline.from_pretrained(config.pipeline)
+        pipeline.set_progress_bar_config(disable=True)
+        train(config, pipeline)
+        results[name] = trainable(pipeline.transformer)
+    return results
+
+
+if __name__ == "__main__":
+    spec = json.loads(open(sys.argv[1]).read())
+    results = train_all(spec)
+    torch.save(results, os.path.join(spec["results"], f"rank{os.environ.get('RANK', '0')}.pt"))

@@ -1,0 +1,112 @@
+"""Several processes: the trainers that split work (cold start, stage-2 RL, Flow-DPO, Longcat GRPO) run under
+`torchrun` on two CPU processes. Each process draws its own data, so the processes must end with the
+same weights (gradients averaged), and those must differ from a one-process run (the second process's
+data counted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from descore_reward.integrations.flow_dpo import rank_dpo_pairs
+from descore_reward.synthetic import make_dataset
+
+from .conftest import load_wan
+from .multiprocess_trainers import train_all
+
+SIZE = dict(height=32, width=32, num_frames=9)
+
+
+def spec(stage1, data, wan, pairs, out: Path) -> dict:
+    common = dict(steps=2, report_to=None, save_every=100)
+    return {
+        "results": str(out),
+        "cold_start": dict(
+            model=str(stage1),
+            train_data=str(data),
+            output_dir=str(out / "cold_start"),
+            batch_size=4,
+            micro_batch_size=1,
+            max_steps=2,
+            learning_rate=1e-3,
+            eval_every=100,
+            report_to=None,
+            save_every=100,
+        ),
+        "rl": dict(
+            model=str(stage1),
+            train_data=str(data),
+            output_dir=str(out / "rl"),
+            group_size=2,
+            pairs_per_step=1,
+            max_new_tokens=6,
+            learning_rate=1e-2,
+            **common,
+        ),
+        "flow_dpo": dict(
+            pipeline=str(wan),
+            pairs=str(pairs),
+            output_dir=str(out / "flow_dpo"),
+            learning_rate=1e-2,
+            lora_rank=4,
+            lora_alpha=8,
+            **common,
+        ),
+        "grpo": dict(
+            pipeline=str(wan),
+            output_dir=str(out / "grpo"),
+            prompts=["a red square", "a blue circle", "a green square"],
+            group_size=2,
+            prompts_per_step=1,
+            sampling_steps=3,
+            learning_rate=1e-2,
+            lora_rank=4,
+            lora_alpha=8,
+            **common,
+            **SIZE,
+        ),
+    }
+
+
+def file_brightness(paths, prompts, metadata=None):
+    from descore_reward.video import load_video
+
+    return [float(load_video(p).frames.float().mean()) for p in paths], {}
+
+
+@pytest.mark.slow
+def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "stage1", include_backbone=True)
+    data = make_dataset(tmp_path / "data", 8, seed=0)
+    pairs = rank_dpo_pairs(
+        file_brightness,
+        ["a red square", "a blue circle", "a green square"],
+        tmp_path / "pairs",
+        pipeline=load_wan(tiny_wan_dir),
+        samples_per_prompt=2,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        **SIZE,
+    )
+    assert len(pairs.read_text().splitlines()) == 3
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = train_all(spec(tmp_path / "stage1", data, tiny_wan_dir, pairs, tmp_path / "one"))
+    spec_file = tmp_path / "two.json"
+    spec_file.write_text(json.dumps(spec(tmp_path / "stage1", data, tiny_wan_dir, pairs, tmp_path / "two")))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("multiprocess_trainers.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(spec_file)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-6000:]
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for trainer in ("cold_start", "rl", "flow_dpo", "grpo"):
+        assert ranks[0][trainer].keys() == ranks[1][trainer].keys() == one[trainer].keys()
+        for name, weight in ranks[0][trainer].items():
+            torch.testing.assert_close(ranks[1][trainer][name], weight, msg=f"{trainer} {name}: ranks disagree")
+        moved = [not torch.allclose(ranks[0][trainer][n], one[trainer][n], atol=1e-7) for n in one[trainer]]
+        assert any(moved), f"{trainer}: two processes trained exactly as one; the second's data did not count"
