@@ -3,9 +3,7 @@
     python examples/rank_dpo_pairs.py --descore path/to/descore --pipeline Wan-AI/Wan2.1-T2V-1.3B-Diffusers \
         --prompts prompts.txt --out dpo_pairs --samples 4 --min-gap 0.1
 
-Then train:  python -c "from descore_reward.integrations.flow_dpo import FlowDPOConfig, train_flow_dpo; \
-    train_flow_dpo(FlowDPOConfig(pipeline='Wan-AI/Wan2.1-T2V-1.3B-Diffusers', pairs='dpo_pairs/pairs.jsonl', \
-    output_dir='runs/flow_dpo'))"
+Then train:  accelerate launch examples/train_wan.py flow-dpo --config examples/configs/flow_dpo_wan_1_3b.yaml
 Rerunning the same command continues where it stopped.
 """
 
