@@ -12,6 +12,7 @@ from descore_reward.training.rl import (
     RLConfig,
     group_advantages,
     grpo_loss,
+    policy_update,
     prepare_policy,
     reference_policy,
     sample_rollouts,
@@ -120,6 +121,31 @@ def test_reference_is_frozen_and_each_video_is_encoded_once(stage1, tmp_path):
     assert encoded == [2 * len(pairs)], "one vision call encoding each unique video once"
     assert len(rollouts.texts) == 2 * len(pairs) * config.group_size
     assert not any(p.requires_grad for n, p in model.named_parameters() if "visual" in n)
+
+
+def test_micro_batches_make_the_same_update_as_one_pass(stage1, tmp_path):
+    """Rollouts of 3 pairs updated one pair at a time: the same gradient step and statistics as one pass."""
+    from descore_reward.data import read_jsonl
+
+    pairs = read_jsonl(stage1[1])[:3]
+    results = []
+    for micro_batch_pairs in (None, 1):
+        config = rl_config(stage1, tmp_path, micro_batch_pairs=micro_batch_pairs, bt_coefficient=0.5)
+        torch.manual_seed(0)
+        model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+        torch.manual_seed(1)
+        rollouts = sample_rollouts(model, pairs, config)
+        optimizer = torch.optim.SGD(model.optimizer_groups(0.5), lr=0.5)
+        stats = policy_update(model, optimizer, rollouts, config)
+        weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((rollouts.texts, stats, weights))
+    (texts, whole, weights), (micro_texts, micro, micro_weights) = results
+    assert texts == micro_texts, "same rollouts"
+    for key in ("loss", "grpo_loss", "bt_loss", "kl", "clip_fraction", "head_pair_accuracy"):
+        assert micro[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
+    assert whole["bt_loss"] > 0
+    for name, weight in weights.items():
+        torch.testing.assert_close(micro_weights[name], weight, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_training_runs_logs_and_resumes_exactly(stage1, tmp_path):

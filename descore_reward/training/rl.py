@@ -47,6 +47,8 @@ class RLConfig:
 
     model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
     pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
+    micro_batch_pairs: pairs whose rollouts go through one forward and backward of the update (gradients
+    accumulate over them; the same update as one pass, in less memory); None: all at once.
     """
 
     model: str
@@ -64,6 +66,7 @@ class RLConfig:
     clip_eps_high: float = 0.2
     kl_beta: float = 0.04
     updates_per_batch: int = 1
+    micro_batch_pairs: int | None = None
     learning_rate: float = 1e-5
     head_learning_rate: float | None = None
     weight_decay: float = 0.01
@@ -90,6 +93,8 @@ class RLConfig:
             )
         if self.pairs_per_step < 1 or self.steps < 1 or self.updates_per_batch < 1:
             raise ValueError("pairs_per_step, steps and updates_per_batch must be at least 1")
+        if self.micro_batch_pairs is not None and self.micro_batch_pairs < 1:
+            raise ValueError(f"micro_batch_pairs must be at least 1 (or None), got {self.micro_batch_pairs}")
 
     def rewards(self) -> RolloutRewardConfig:
         return RolloutRewardConfig(
@@ -144,15 +149,11 @@ def grpo_loss(
     return loss, stats
 
 
-def repeat_video_features(features, times: int):
-    """Vision features of B videos, each repeated `times` times in a row (rows of `repeat_interleave`)."""
-
-    def repeat(per_video):
-        return tuple(v for v in per_video for _ in range(times))
-
+def select_video_features(features, rows: list[int]):
+    """Vision features of the videos at `rows` (an index may repeat: one entry per sequence row)."""
     return type(features)(
-        pooler_output=repeat(features.pooler_output),
-        deepstack_features=[repeat(layer) for layer in features.deepstack_features],
+        pooler_output=tuple(features.pooler_output[i] for i in rows),
+        deepstack_features=[tuple(layer[i] for i in rows) for layer in features.deepstack_features],
     )
 
 
@@ -168,6 +169,32 @@ class Rollouts:
     terms: dict[str, torch.Tensor]  # each rule term (N,)
     advantages: torch.Tensor  # (N,)
     labels: torch.Tensor  # (pairs * group_size,) human label of each A/B rollout pair
+
+
+def pair_micro_batches(rollouts: Rollouts, group_size: int, pairs_per_batch: int | None) -> list[torch.Tensor]:
+    """Row indices of the rollouts of `pairs_per_batch` pairs at a time (their A rows, then their B rows),
+    so that each micro-batch holds both sides of its BT pairs; a single batch of all rows for None."""
+    half = len(rollouts.texts) // 2
+    size = half if pairs_per_batch is None else pairs_per_batch * group_size
+    return [torch.cat([rows, rows + half]) for rows in torch.arange(half).split(size)]
+
+
+def select_rollouts(rollouts: Rollouts, rows: torch.Tensor) -> Rollouts:
+    """The rollouts at `rows`, A rows then as many B rows (a micro-batch from `pair_micro_batches`)."""
+    sequence = {key: value[rows] for key, value in rollouts.sequence.items() if torch.is_tensor(value)}
+    sequence["mm_encoder_outputs"] = {
+        "video": select_video_features(rollouts.sequence["mm_encoder_outputs"]["video"], rows.tolist())
+    }
+    return Rollouts(
+        sequence=sequence,
+        prompt_length=rollouts.prompt_length,
+        response_mask=rollouts.response_mask[rows],
+        texts=[rollouts.texts[i] for i in rows.tolist()],
+        rewards=rollouts.rewards[rows],
+        terms={name: term[rows] for name, term in rollouts.terms.items()},
+        advantages=rollouts.advantages[rows],
+        labels=rollouts.labels[rows[: len(rows) // 2]],
+    )
 
 
 @contextlib.contextmanager
@@ -224,7 +251,9 @@ def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RL
     group = config.group_size
     text_keys = ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")
     expanded = {key: inputs[key].repeat_interleave(group, dim=0) for key in text_keys}
-    expanded_features = {"video": repeat_video_features(features, group)}
+    expanded_features = {
+        "video": select_video_features(features, [v for v in range(len(videos)) for _ in range(group)])
+    }
     generated, cot_length, _ = model.generate_cots(
         expanded,
         mm_encoder_outputs=expanded_features,
@@ -283,41 +312,58 @@ def policy_update(
     model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None
 ) -> dict[str, float]:
     """`updates_per_batch` optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one
-    rollout batch; with several processes, gradients are averaged across them before each step.
-    Returns the step's statistics."""
+    rollout batch, in micro-batches of `micro_batch_pairs` pairs; with several processes, gradients are
+    averaged across them before each step. Returns the last update's statistics."""
+    micro_batches = [
+        select_rollouts(rollouts, rows)
+        for rows in pair_micro_batches(rollouts, config.group_size, config.micro_batch_pairs)
+    ]
     with torch.no_grad():
-        old_logprobs = sequence_logprobs_and_rewards(model, rollouts)[0]
+        old_logprobs = [sequence_logprobs_and_rewards(model, batch)[0] for batch in micro_batches]
         with reference_policy(model):
-            ref_logprobs = sequence_logprobs_and_rewards(model, rollouts)[0]
+            ref_logprobs = [sequence_logprobs_and_rewards(model, batch)[0] for batch in micro_batches]
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    rows, decided = len(rollouts.texts), max(1, int((rollouts.labels != 0).sum()))
     for _ in range(config.updates_per_batch):
-        logprobs, head_rewards = sequence_logprobs_and_rewards(model, rollouts)
-        policy_loss, stats = grpo_loss(
-            logprobs,
-            old_logprobs,
-            ref_logprobs,
-            rollouts.advantages,
-            rollouts.response_mask,
-            config.clip_eps_low,
-            config.clip_eps_high,
-            config.kl_beta,
-        )
-        bt_loss, head_accuracy = bt_on_rollouts(head_rewards, rollouts.labels)
-        loss = config.grpo_coefficient * policy_loss + config.bt_coefficient * bt_loss
-        loss.backward()
+        totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "kl", "clip_fraction"), 0.0)
+        head_rewards = []
+        for batch, old, ref in zip(micro_batches, old_logprobs, ref_logprobs):
+            # Each term weighted by its share of the rollouts (GRPO) or of the decided pairs (BT): the sum
+            # over micro-batches is the loss of the whole batch.
+            grpo_share = len(batch.texts) / rows
+            bt_share = int((batch.labels != 0).sum()) / decided
+            logprobs, rewards = sequence_logprobs_and_rewards(model, batch)
+            policy_loss, stats = grpo_loss(
+                logprobs,
+                old,
+                ref,
+                batch.advantages,
+                batch.response_mask,
+                config.clip_eps_low,
+                config.clip_eps_high,
+                config.kl_beta,
+            )
+            bt_loss, _ = bt_on_rollouts(rewards, batch.labels)
+            loss = config.grpo_coefficient * grpo_share * policy_loss + config.bt_coefficient * bt_share * bt_loss
+            loss.backward()
+            head_rewards.append(rewards.detach())
+            totals["loss"] += loss.item()
+            totals["grpo_loss"] += grpo_share * policy_loss.item()
+            totals["bt_loss"] += bt_share * bt_loss.item()
+            totals["kl"] += grpo_share * stats["kl"]
+            totals["clip_fraction"] += grpo_share * stats["clip_fraction"]
         average_gradients(accelerator, parameters)
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    sides = [reward.chunk(2) for reward in head_rewards]  # back to all A rows, then all B rows
+    head_accuracy = bt_on_rollouts(torch.cat([a for a, _ in sides] + [b for _, b in sides]), rollouts.labels)[1]
     return {
-        "loss": loss.item(),
-        "grpo_loss": policy_loss.item(),
-        "bt_loss": bt_loss.item(),
+        **totals,
         "rollout_reward": float(rollouts.rewards.mean()),
         **{f"reward_{name}": float(values.mean()) for name, values in rollouts.terms.items()},
         "format_rate": float(rollouts.terms["format"].mean()),
         "head_pair_accuracy": head_accuracy,
-        **stats,
     }
 
 
