@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import DataError
+from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
 from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, load_pipeline_for_training, save_checkpoint
 from .wan_vae import cached_latents
@@ -215,5 +216,7 @@ def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None 
             save_checkpoint(pipeline, optimizer, state, checkpoint)
         if state["step"] == stop_after:
             break
+    if accelerator.is_main_process and state["step"] >= config.steps:
+        plot_curves({"DPO loss": state["losses"]}, Path(config.output_dir) / "loss_curve.png", "Flow-DPO on Wan")
     finish_trackers(accelerator)
     return state

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
 from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, load_pipeline_for_training, save_checkpoint
 from .wan_vae import decode_latents
@@ -258,5 +259,8 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
             save_checkpoint(pipeline, optimizer, state, checkpoint)
         if state["step"] == stop_after:
             break
+    if accelerator.is_main_process and state["step"] >= config.steps:
+        curves = {name: state[key] for name, key in (("mean reward", "rewards"), ("loss", "losses"), ("KL", "kl"))}
+        plot_curves(curves, Path(config.output_dir) / "reward_curve.png", "Longcat GRPO on Wan")
     finish_trackers(accelerator)
     return state

@@ -159,6 +159,7 @@ def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path)
     assert 0 < len(list((tmp_path / "latents").glob("*.safetensors"))) <= 6
     resumed = train_flow_dpo(config("resumed", latent_cache=cache), pipeline=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
+    assert (tmp_path / "resumed" / "loss_curve.png").stat().st_size > 0
 
 
 def test_latent_cache_reuses_entries_and_notices_an_edited_video(tiny_wan_dir, pairs_file, tmp_path):

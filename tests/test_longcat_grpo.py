@@ -160,6 +160,7 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
     train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir), stop_after=2)
     resumed = train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
+    assert (tmp_path / "resumed" / "reward_curve.png").stat().st_size > 0
 
     fresh = load_wan(tiny_wan_dir)
     kwargs = dict(

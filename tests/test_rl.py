@@ -170,6 +170,7 @@ def test_training_runs_logs_and_resumes_exactly(stage1, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["rollout_reward"] == b["rollout_reward"]
     final = DeScoreModel.from_pretrained(tmp_path / "resumed" / "final")
     assert (tmp_path / "resumed" / "final" / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "resumed" / "training_curves.png").stat().st_size > 0
     video = next((stage1[1].parent / "videos").glob("*.mp4"))
     assert math.isfinite(final.score([video], "a red square", think=False)[0].reward)
 

@@ -34,6 +34,7 @@ from ..atomic import atomic_write_text
 from ..data import PreferencePair, read_jsonl
 from ..losses import labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel
+from ..plots import plot_curves
 from ..rollout_rewards import RolloutRewardConfig, rollout_reward
 from ..video import load_video
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
@@ -421,5 +422,11 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     if state["step"] >= config.steps and accelerator.is_main_process:
         model.save_pretrained(output_dir / "final")
         atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
+        names = ("rollout_reward", "format_rate", "head_pair_accuracy", "bt_loss", "kl", "clip_fraction")
+        plot_curves(
+            {name: [row[name] for row in state["history"]] for name in names},
+            output_dir / "training_curves.png",
+            "stage 2: dual-objective RL",
+        )
     finish_trackers(accelerator)
     return state

@@ -1,0 +1,33 @@
+"""Training curves as a PNG: one small panel per logged series, against the step."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from .atomic import atomic_write_bytes
+
+
+def plot_curves(curves: dict[str, list[float]], path: str | Path, title: str) -> None:
+    """Draw each series of `curves` (name -> one value per step; NaN gaps allowed) in its own panel and
+    write the figure to `path` atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for axis, (name, values) in zip(axes.flat, curves.items()):
+        axis.plot(range(1, len(values) + 1), values)
+        axis.set(xlabel="step", title=name)
+    for axis in list(axes.flat)[len(curves) :]:
+        axis.set_visible(False)
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
