@@ -50,6 +50,8 @@ class RLConfig:
     pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
     micro_batch_pairs: pairs whose rollouts go through one forward and backward of the update (gradients
     accumulate over them; the same update as one pass, in less memory); None: all at once.
+    head_learning_rate: the head and `<reward>` embedding are driven by the BT term alone, and AdamW's
+    step does not shrink with `bt_coefficient`, so this (default: `learning_rate`) sets how fast they move.
     """
 
     model: str
