@@ -100,7 +100,16 @@ def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_pat
     spec_file.write_text(json.dumps(spec(tmp_path / "stage1", data, tiny_wan_dir, pairs, tmp_path / "two")))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("multiprocess_trainers.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(spec_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(spec_file),
+    ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-6000:]
     ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
