@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
-from .wan_lora import STATE_NAME, add_transformer_lora, load_checkpoint, load_pipeline_for_training, save_checkpoint
+from .wan_lora import (
+    STATE_NAME,
+    add_transformer_lora,
+    check_precision,
+    load_checkpoint,
+    load_pipeline_for_training,
+    save_checkpoint,
+)
 from .wan_vae import decode_latents
 
 
@@ -145,6 +152,9 @@ class LongcatGRPOConfig:
     report_to: str | None = "tensorboard"
     seed: int = 0
     save_every: int = 10
+
+    def __post_init__(self):
+        check_precision(self.mixed_precision)
 
 
 def policy_step_loss(

@@ -17,7 +17,13 @@ from ..atomic import atomic_directory
 WAN_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "proj_out"]
 
 
-PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The trainers step a plain optimizer with no loss scaling, so fp16 is not offered.
+PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16}
+
+
+def check_precision(mixed_precision: str) -> None:
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {sorted(PRECISIONS)}, got {mixed_precision!r}")
 
 
 def load_pipeline_for_training(path: str, mixed_precision: str = "no"):
@@ -25,8 +31,7 @@ def load_pipeline_for_training(path: str, mixed_precision: str = "no"):
     transformer, which the LoRA trains under autocast, stays in float32."""
     from diffusers import WanPipeline
 
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(f"mixed_precision must be one of {sorted(PRECISIONS)}, got {mixed_precision!r}")
+    check_precision(mixed_precision)
     pipeline = WanPipeline.from_pretrained(
         path, torch_dtype={"transformer": torch.float32, "default": PRECISIONS[mixed_precision]}
     )

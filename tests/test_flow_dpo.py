@@ -179,3 +179,8 @@ def test_latent_cache_reuses_entries_and_notices_an_edited_video(tiny_wan_dir, p
     assert len(list(cache.iterdir())) == 2
     torch.testing.assert_close(edited, encode_video(pipeline, video))
     assert not torch.allclose(edited, latents)
+
+
+def test_fp16_is_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of \['bf16', 'no'\], got 'fp16'"):
+        FlowDPOConfig(pipeline="p", pairs="pairs.jsonl", output_dir="out", mixed_precision="fp16")

@@ -170,3 +170,8 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
     fresh.load_lora_weights(tmp_path / "straight" / "lora")
     kwargs["generator"] = torch.Generator().manual_seed(0)
     assert not torch.allclose(baseline, fresh("a red square", **kwargs).frames, atol=1e-5)
+
+
+def test_fp16_is_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of \['bf16', 'no'\], got 'fp16'"):
+        LongcatGRPOConfig(pipeline="p", output_dir="out", prompts=["a red square"], mixed_precision="fp16")
