@@ -14,7 +14,6 @@ with `WanPipeline.save_lora_weights`, so `WanPipeline.load_lora_weights` loads i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -28,14 +27,7 @@ from tqdm.auto import tqdm
 from ..data import DataError
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
-from .wan_lora import (
-    STATE_NAME,
-    add_transformer_lora,
-    check_precision,
-    load_checkpoint,
-    load_pipeline_for_training,
-    save_checkpoint,
-)
+from .wan_lora import check_precision, save_checkpoint, start_lora_training
 from .wan_vae import cached_latents
 
 
@@ -168,24 +160,13 @@ def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None 
     """Train a LoRA with Flow-DPO on `config.pairs`, resuming from `output_dir/lora` if present;
     `stop_after` ends the run after that many steps, as an interruption would. Under `accelerate launch`
     each process draws its own pairs and the gradients are averaged. Returns the trainer state."""
-    from accelerate import Accelerator
-
     rows = read_dpo_pairs(config.pairs)  # checked before any model loads
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=config.output_dir
-    )
-    pipeline = (pipeline or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
-    transformer = pipeline.transformer
-    torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
-    add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
-    parameters = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     checkpoint = Path(config.output_dir) / "lora"
-    state = {"step": 0, "losses": []}
-    if (checkpoint / STATE_NAME).is_file():
-        state = load_checkpoint(pipeline, optimizer, checkpoint)
-    if accelerator.is_main_process and config.report_to:
-        accelerator.init_trackers("descore-flow-dpo", {k: str(v) for k, v in dataclasses.asdict(config).items()})
+    accelerator, pipeline, optimizer, state = start_lora_training(
+        config, pipeline, checkpoint, "descore-flow-dpo", {"step": 0, "losses": []}
+    )
+    transformer = pipeline.transformer
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     transformer.train()
     progress = tqdm(
         range(state["step"], config.steps),

@@ -17,7 +17,6 @@ transformer with its LoRA disabled). LoRA on the transformer; checkpoints as in 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,7 @@ from tqdm.auto import tqdm
 
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
-from .wan_lora import (
-    STATE_NAME,
-    add_transformer_lora,
-    check_precision,
-    load_checkpoint,
-    load_pipeline_for_training,
-    save_checkpoint,
-)
+from .wan_lora import check_precision, save_checkpoint, start_lora_training
 from .wan_vae import decode_latents
 
 
@@ -195,27 +187,17 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
     """Run GRPO with `reward_fn(videos, prompts, metadata) -> (scores, info)`; resumes from
     `output_dir/lora`. Under `accelerate launch` each process samples its own prompts and groups and the
     gradients are averaged. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
-    from accelerate import Accelerator
-
     if config.group_size < 2:
         raise ValueError(f"group_size must be at least 2, got {config.group_size}")
     if not config.prompts:
         raise ValueError("prompts: expected at least one prompt")
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=config.output_dir
-    )
-    pipeline = (pipeline or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
-    transformer = pipeline.transformer
-    torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
-    add_transformer_lora(transformer, config.lora_rank, config.lora_alpha)
-    parameters = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     checkpoint = Path(config.output_dir) / "lora"
-    state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
-    if (checkpoint / STATE_NAME).is_file():
-        state = load_checkpoint(pipeline, optimizer, checkpoint)
-    if accelerator.is_main_process and config.report_to:
-        accelerator.init_trackers("descore-longcat-grpo", {k: str(v) for k, v in dataclasses.asdict(config).items()})
+    fresh_state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
+    accelerator, pipeline, optimizer, state = start_lora_training(
+        config, pipeline, checkpoint, "descore-longcat-grpo", fresh_state
+    )
+    transformer = pipeline.transformer
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
     progress = tqdm(
         range(state["step"], config.steps),

@@ -6,6 +6,7 @@ state and the trainer state; it is written atomically, so the newest one is alwa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -63,6 +64,31 @@ def save_checkpoint(pipeline, optimizer, state: dict, path: Path) -> None:
         type(pipeline).save_lora_weights(staging, transformer_lora_layers=lora)
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / STATE_NAME).write_text(json.dumps(state))
+
+
+def start_lora_training(config, pipeline, checkpoint: Path, project: str, fresh_state: dict):
+    """The start that the Wan trainers share: accelerate (mixed precision, trackers), the pipeline (loaded
+    when None) on this process's device, a LoRA with the same initial weights on every process, AdamW over
+    it, and the trainer state, resumed from `checkpoint` when one is there.
+
+    `config` has the fields the trainers' configs share (pipeline, output_dir, mixed_precision,
+    report_to, seed, lora_rank, lora_alpha, learning_rate). Returns `(accelerator, pipeline, optimizer,
+    state)`.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=config.output_dir
+    )
+    pipeline = (pipeline or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
+    torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
+    add_transformer_lora(pipeline.transformer, config.lora_rank, config.lora_alpha)
+    parameters = [p for p in pipeline.transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
+    state = load_checkpoint(pipeline, optimizer, checkpoint) if (checkpoint / STATE_NAME).is_file() else fresh_state
+    if accelerator.is_main_process and config.report_to:
+        accelerator.init_trackers(project, {k: str(v) for k, v in dataclasses.asdict(config).items()})
+    return accelerator, pipeline, optimizer, state
 
 
 def load_checkpoint(pipeline, optimizer, path: Path) -> dict:

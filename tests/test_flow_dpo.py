@@ -119,7 +119,7 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(tiny_wan_dir, pa
         lora_alpha=8,
         save_every=20,
     )
-    from descore_reward.integrations.flow_dpo import add_transformer_lora
+    from descore_reward.integrations.wan_lora import add_transformer_lora
 
     probe = load_wan(tiny_wan_dir)
     add_transformer_lora(probe.transformer, 4, 8)
