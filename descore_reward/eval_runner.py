@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write_text
 from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
 from .evaluation import preference_metrics
+from .plots import save_figure
 
 BENCHMARKS: dict[str, Callable[..., list[PreferencePair]]] = {
     "in-domain": read_jsonl,
@@ -167,8 +168,7 @@ def plot_table(results: dict[str, dict[str, dict]], path: Path) -> None:
     axes.set_ylabel("preference accuracy")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120)
 
 
 def write_report(

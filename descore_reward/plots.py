@@ -1,4 +1,4 @@
-"""Training curves as a PNG: one small panel per logged series, against the step."""
+"""Figures written as PNG files atomically, and training curves: one small panel per logged series."""
 
 from __future__ import annotations
 
@@ -27,7 +27,14 @@ def plot_curves(curves: dict[str, list[float]], path: str | Path, title: str) ->
         axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
+    save_figure(figure, path, dpi=110)
+
+
+def save_figure(figure, path: str | Path, dpi: int) -> None:
+    """Write a matplotlib `figure` to `path` as PNG through a temporary file, then close it."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())

@@ -30,6 +30,7 @@ from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_js
 from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
+from ..plots import save_figure
 from ..video import VideoSampling
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from .distributed import finish_trackers
@@ -321,5 +322,4 @@ def plot_training(state: dict, path: Path) -> None:
     accuracy_axes.set(xlabel="step", ylabel="pair accuracy (w/o ties)", title="held-out accuracy", ylim=(0, 1))
     accuracy_axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
