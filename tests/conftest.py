@@ -91,4 +91,4 @@ def demo_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     command = [sys.executable, "-m", "descore_reward.cli", "demo", "--out", str(out)]
-    return out, subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return out, subprocess.run(command, capture_output=True, text=True)

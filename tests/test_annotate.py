@@ -155,10 +155,8 @@ def test_annotate_command(server, pairs, tmp_path):
         "--frames",
         "2",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "kept 0, rejected 4, failed 0" in result.stdout and "kept ratio 0.000" in result.stdout
-    bad = subprocess.run(
-        command[:5] + [str(tmp_path / "missing.jsonl")] + command[6:], capture_output=True, text=True, timeout=300
-    )
+    bad = subprocess.run(command[:5] + [str(tmp_path / "missing.jsonl")] + command[6:], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.jsonl" in bad.stderr and "Traceback" not in bad.stderr

@@ -14,7 +14,7 @@ SIZE = dict(height=32, width=32, num_frames=9)
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True)
 
 
 def small_config(shipped: str, path: Path, **values) -> Path:
