@@ -12,8 +12,10 @@ Every problem raises `VideoInputError` naming the file or argument, before the b
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +23,12 @@ import numpy as np
 import torch
 from transformers.video_utils import VideoMetadata
 
+from .errors import DeScoreInputError
+
 VideoSource = str | os.PathLike | torch.Tensor | np.ndarray | list  # a list of PIL images
 
 
-class VideoInputError(ValueError):
+class VideoInputError(DeScoreInputError):
     """A video (file, tensor or frame list) that cannot be used, with the reason and its name."""
 
 
@@ -77,21 +81,31 @@ def sample_indices(total_frames: int, source_fps: float, sampling: VideoSampling
 
 
 def load_video(source: VideoSource, sampling: VideoSampling = VideoSampling(), name: str | None = None) -> Video:
-    """Decode or take `source`, sample its frames, and validate it. Raises `VideoInputError`."""
+    """Decode or take `source`, sample its frames, and validate it. Raises `VideoInputError`.
+
+    Files are decoded at no more than `sampling.max_pixels_per_frame` pixels per frame (aspect kept),
+    so memory follows the pixel cap, not the file's resolution. In-memory videos are checked and
+    converted after their frames are sampled, so unsampled frames cost nothing.
+    """
     if isinstance(source, (str, os.PathLike)):
         return _load_file(Path(source), sampling)
     name = name or "video"
     if isinstance(source, (list, tuple)):
-        frames = _frames_from_pil(source, name)
+        _check_pil(source, name)
+        indices = sample_indices(len(source), sampling.input_fps, sampling)
+        frames = _frames_from_pil([source[i] for i in indices])
     elif isinstance(source, (torch.Tensor, np.ndarray)):
-        frames = _frames_from_array(source, name)
+        frames = _channels_first(source, name)
+        indices = sample_indices(frames.shape[0], sampling.input_fps, sampling)
+        frames = _to_uint8(frames[indices], name)
     else:
         raise VideoInputError(
             f"{name}: expected a file path, a (T, C, H, W) or (T, H, W, C) tensor/array, or a list of PIL "
             f"images, got {type(source).__name__}"
         )
-    indices = sample_indices(frames.shape[0], sampling.input_fps, sampling)
-    return Video(frames[indices], _metadata(frames.shape, sampling.input_fps, indices), name)
+    total = len(source) if isinstance(source, (list, tuple)) else source.shape[0]
+    shape = (total, frames.shape[2], frames.shape[3])
+    return Video(frames, _metadata(shape, sampling.input_fps, indices), name)
 
 
 def _metadata(shape: tuple, fps: float, indices: list[int]) -> VideoMetadata:
@@ -101,29 +115,70 @@ def _metadata(shape: tuple, fps: float, indices: list[int]) -> VideoMetadata:
     )
 
 
-def _load_file(path: Path, sampling: VideoSampling) -> Video:
-    if not path.exists():
-        raise VideoInputError(f"{path}: no such video file")
-    if path.is_dir():
+def _check_path(path: Path) -> None:
+    """Raise `VideoInputError` saying what is wrong with `path` when it is not a readable, non-empty file."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise VideoInputError(f"{path}: symbolic link loop, it never reaches a file") from None
+        if error.errno == errno.EACCES:
+            raise VideoInputError(f"{path}: permission denied, a folder on its path cannot be searched") from None
+        if path.is_symlink():
+            raise VideoInputError(f"{path}: broken symbolic link to {os.readlink(path)}") from None
+        raise VideoInputError(f"{path}: no such video file") from None
+    if stat.S_ISDIR(info.st_mode):
         raise VideoInputError(f"{path}: is a directory, expected a video file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise VideoInputError(f"{path}: the file is empty")
+    try:
+        with path.open("rb"):
+            pass
+    except PermissionError:
+        raise VideoInputError(f"{path}: permission denied, cannot read the file") from None
+
+
+def _open_reader(path: Path):
     import decord
 
     try:
         reader = decord.VideoReader(str(path), num_threads=1)
-        total = len(reader)
-        source_fps = float(reader.get_avg_fps())
+        return reader, len(reader), float(reader.get_avg_fps())
     except Exception as error:  # decord raises its own DECORDError and RuntimeError
         reason = _first_line(error)
         raise VideoInputError(f"{path}: cannot open it as a video: not a video file, or truncated ({reason})") from None
+
+
+def check_video_file(path: str | os.PathLike) -> None:
+    """Open `path` as a video without decoding its frames; raises `VideoInputError` naming what is wrong."""
+    path = Path(path)
+    _check_path(path)
+    _open_reader(path)
+
+
+def decode_size(height: int, width: int, max_pixels: int) -> tuple[int, int] | None:
+    """`(height, width)` within `max_pixels`, aspect kept, even sides; None when the frame already fits."""
+    if height * width <= max_pixels:
+        return None
+    scale = math.sqrt(max_pixels / (height * width))
+    return max(2, int(height * scale) // 2 * 2), max(2, int(width * scale) // 2 * 2)
+
+
+def _load_file(path: Path, sampling: VideoSampling) -> Video:
+    _check_path(path)
+    reader, total, source_fps = _open_reader(path)
     if total == 0:
         raise VideoInputError(f"{path}: the video has no decodable frames")
     if not (math.isfinite(source_fps) and source_fps > 0):
         source_fps = sampling.input_fps
     indices = sample_indices(total, source_fps, sampling)
     try:
-        frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
+        height, width = reader.next().shape[:2]
+        size = decode_size(height, width, sampling.max_pixels_per_frame)
+        if size is None:
+            frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
+        else:  # one full-size frame at a time, shrunk at once: memory follows the pixel cap
+            frames = torch.cat([_shrink(reader.get_batch([index]).asnumpy(), size) for index in indices])
     except Exception as error:
         raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({_first_line(error)})") from None
     if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
@@ -133,14 +188,25 @@ def _load_file(path: Path, sampling: VideoSampling) -> Video:
     return Video(frames, metadata, str(path))
 
 
+def _shrink(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """`(T, H, W, 3)` uint8 frames resized to `size` (antialiased bilinear), still `(T, h, w, 3)` uint8."""
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=size, mode="bilinear", antialias=True
+    )
+    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
 
 
-def _frames_from_array(array: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
-    """Validate an in-memory video and return it as `(T, 3, H, W)` uint8."""
-    frames = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array.detach()
+def _channels_first(array: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    """An in-memory video as a `(T, 3, H, W)` tensor view, shape checked, dtype untouched."""
+    if isinstance(array, np.ndarray):
+        frames = torch.from_numpy(array if all(step >= 0 for step in array.strides) else array.copy())
+    else:
+        frames = array.detach()
     if frames.ndim != 4:
         raise VideoInputError(
             f"{name}: expected 4 dimensions (T, C, H, W) or (T, H, W, C), got shape {tuple(frames.shape)}"
@@ -155,10 +221,15 @@ def _frames_from_array(array: torch.Tensor | np.ndarray, name: str) -> torch.Ten
         )
     if frames.shape[0] == 0 or frames.shape[2] == 0 or frames.shape[3] == 0:
         raise VideoInputError(f"{name}: the video is empty, shape {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8 and not frames.is_floating_point():
+        raise VideoInputError(f"{name}: unsupported dtype {frames.dtype}, expected uint8 or float in [0, 1]")
+    return frames
+
+
+def _to_uint8(frames: torch.Tensor, name: str) -> torch.Tensor:
+    """`(T, 3, H, W)` uint8 or float in [0, 1] frames as contiguous uint8 on the CPU; floats are checked."""
     if frames.dtype == torch.uint8:
         return frames.cpu().contiguous()
-    if not frames.is_floating_point():
-        raise VideoInputError(f"{name}: unsupported dtype {frames.dtype}, expected uint8 or float in [0, 1]")
     frames = frames.float().cpu()
     if not torch.isfinite(frames).all():
         raise VideoInputError(f"{name}: contains NaN or infinite values")
@@ -168,16 +239,19 @@ def _frames_from_array(array: torch.Tensor | np.ndarray, name: str) -> torch.Ten
     return (frames * 255.0).round().to(torch.uint8).contiguous()
 
 
-def _frames_from_pil(images: list, name: str) -> torch.Tensor:
+def _check_pil(images: list, name: str) -> None:
     from PIL import Image
 
     if len(images) == 0:
         raise VideoInputError(f"{name}: the list of frames is empty")
-    arrays = []
     for index, image in enumerate(images):
         if not isinstance(image, Image.Image):
             raise VideoInputError(f"{name}: frame {index} is a {type(image).__name__}, expected a PIL image")
-        arrays.append(np.asarray(image.convert("RGB")))
-    if len({array.shape for array in arrays}) != 1:
-        raise VideoInputError(f"{name}: frames have different sizes {sorted({a.shape[:2] for a in arrays})}")
+    if len({image.size for image in images}) != 1:
+        sizes = sorted({(image.height, image.width) for image in images})
+        raise VideoInputError(f"{name}: frames have different sizes {sizes}")
+
+
+def _frames_from_pil(images: list) -> torch.Tensor:
+    arrays = [np.asarray(image.convert("RGB")) for image in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -96,3 +96,58 @@ def test_sampling_config_is_checked():
         VideoSampling(min_frames=0)
     with pytest.raises(ValueError, match="fps"):
         VideoSampling(fps=0)
+
+
+def test_large_files_are_decoded_at_the_pixel_cap(tmp_path):
+    from descore_reward.synthetic import write_mp4
+
+    frames = np.zeros((4, 480, 640, 3), dtype=np.uint8)
+    frames[:, :, 320:] = 255  # left half black, right half white: the layout must survive the resize
+    path = write_mp4(frames, tmp_path / "large.mp4")
+    video = load_video(path, VideoSampling(max_pixels_per_frame=64 * 64))
+    _, _, height, width = video.frames.shape
+    assert height * width <= 64 * 64 and abs(width / height - 640 / 480) < 0.1
+    assert video.frames[..., : width // 3].float().mean() < 30 and video.frames[..., -width // 3 :].float().mean() > 220
+    within = VideoSampling(max_pixels_per_frame=480 * 640)
+    assert load_video(path, within).frames.shape[2:] == (480, 640), "frames within the cap are decoded as they are"
+
+
+def test_links_and_unreadable_files_say_what_is_wrong(tmp_path, synthetic_videos):
+    import os
+
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(tmp_path / "loop.mp4")
+    dangling = tmp_path / "dangling.mp4"
+    dangling.symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(VideoInputError, match="symbolic link loop"):
+        load_video(loop)
+    with pytest.raises(VideoInputError, match="broken symbolic link"):
+        load_video(dangling)
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(synthetic_videos[0].read_bytes())
+    locked.chmod(0)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # as another user when the tests run as root, who can read anything
+        message = b"read it"
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            load_video(locked)
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}".encode()
+        finally:
+            os.write(writer, message)
+            os._exit(0)
+    os.close(writer)
+    message = os.read(reader, 4096).decode()
+    os.waitpid(child, 0)
+    assert message.startswith(f"VideoInputError: {locked}: permission denied"), message
+
+
+def test_in_memory_frames_are_checked_and_converted_after_sampling():
+    long_clip = torch.rand(400, 3, 8, 8)
+    long_clip[1, 0, 0, 0] = float("nan")  # frame 1 is never sampled from 400 frames at 2 of 16 fps
+    video = load_video(long_clip)
+    assert 1 not in video.metadata.frames_indices and video.frames.dtype == torch.uint8
