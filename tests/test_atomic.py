@@ -1,0 +1,39 @@
+"""Atomic writes: permissions follow the umask, and a killed writer's staging is cleaned up."""
+
+import os
+import subprocess
+import sys
+
+from descore_reward.atomic import atomic_directory, atomic_write_text
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "metrics.json", "{}")
+        with atomic_directory(tmp_path / "checkpoint", marker="state.json") as staging:
+            (staging / "state.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_killed_writers_staging_is_removed_by_the_next_write(tmp_path):
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from descore_reward.atomic import atomic_directory\n"
+        "with atomic_directory(Path(sys.argv[1]), marker='state.json') as staging:\n"
+        "    (staging / 'weights.bin').write_bytes(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    target = tmp_path / "checkpoint-5"
+    killed = subprocess.run([sys.executable, "-c", code, str(target)])
+    assert killed.returncode == -9
+    assert len(list(tmp_path.glob(".checkpoint-5.tmp-*"))) == 1, "the kill left its staging folder"
+    live = tmp_path / f".checkpoint-5.tmp-{os.uname().nodename}-{os.getpid()}-abc"
+    live.mkdir()  # a staging folder of a live process (this one) stays
+    with atomic_directory(target, marker="state.json") as staging:
+        (staging / "state.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "checkpoint-5"])
