@@ -24,12 +24,14 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature
+from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature, LogitsProcessorList
 
 from .atomic import atomic_directory
+from .errors import CheckpointError
+from .generation import PrivateSampler
 from .losses import rao_kupper_probabilities
 from .prompts import instruction, parse_cot
-from .video import Video, VideoSampling, VideoSource, load_video
+from .video import Video, VideoSampling, VideoSource, check_video_file, load_video
 
 CONFIG_NAME = "descore_config.json"
 SCORING_WEIGHTS_NAME = "descore_head.safetensors"
@@ -70,6 +72,8 @@ class DeScoreConfig:
             raise ValueError(f"{source}: unknown DeScore config keys {unknown}; expected some of {sorted(known)}")
         if isinstance(values.get("sampling"), dict):
             values["sampling"] = VideoSampling(**values["sampling"])
+        elif "sampling" in values:
+            raise ValueError(f"{source}: sampling must be a mapping of VideoSampling fields")
         return cls(**values)
 
 
@@ -175,17 +179,15 @@ class DeScoreModel(nn.Module):
     ) -> DeScoreModel:
         """Load a checkpoint written by `save_pretrained`."""
         path = Path(path)
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{path}: not a DeScore checkpoint (no {CONFIG_NAME})")
-        config = DeScoreConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+        config = read_config(path)
         if (path / config.backbone).is_dir():  # a local backbone is recorded by absolute path from here on
             config = dataclasses.replace(config, backbone=str((path / config.backbone).resolve()))
         backbone, processor = _load_backbone(config.backbone, dtype, trust_remote_code)
         model = cls(backbone, processor, config)
         if (path / ADAPTER_DIR).is_dir():
             model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=is_trainable)
-        model.load_scoring_state(load_file(path / SCORING_WEIGHTS_NAME))
+        weights = path / SCORING_WEIGHTS_NAME
+        model.load_scoring_state(_read_scoring_state(weights), source=str(weights))
         return model.to(device or backbone.device)
 
     def scoring_state(self) -> dict[str, torch.Tensor]:
@@ -194,10 +196,20 @@ class DeScoreModel(nn.Module):
         state["reward_embedding"] = self.reward_embedding.detach()
         return {name: value.detach().cpu().contiguous() for name, value in state.items()}
 
-    def load_scoring_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_scoring_state(self, state: dict[str, torch.Tensor], source: str = "scoring state") -> None:
+        """Put a `scoring_state()` back; a missing, extra or wrong-shaped tensor raises `CheckpointError`."""
+        head = {name[len("head.") :]: value for name, value in state.items() if name.startswith("head.")}
+        expected = {f"head.{name}": value.shape for name, value in self.head.state_dict().items()}
+        expected["reward_embedding"] = self.reward_embedding.shape
+        found = {name: value.shape for name, value in state.items()}
+        if found != expected:
+            raise CheckpointError(
+                f"{source}: holds tensors {_shapes(found)}, this model expects {_shapes(expected)} "
+                f"(another backbone or head_hidden_size?)"
+            )
         with torch.no_grad():
             self.reward_embedding.copy_(state["reward_embedding"])
-        self.head.load_state_dict({name[len("head.") :]: v for name, v in state.items() if name.startswith("head.")})
+        self.head.load_state_dict(head)
 
     def save_pretrained(self, path: str | os.PathLike, include_backbone: bool = False) -> None:
         """Write the checkpoint atomically: config JSON, head + `<reward>` safetensors, the PEFT
@@ -260,11 +272,36 @@ class DeScoreModel(nn.Module):
         ]
 
     def load_videos(self, videos: Sequence[VideoSource | Video]) -> list[Video]:
-        """Decode and validate every video up front (`VideoInputError` names the bad one)."""
+        """Decode and validate videos (`VideoInputError` names the bad one)."""
         return [
             video if isinstance(video, Video) else load_video(video, self.config.sampling, name=f"videos[{i}]")
             for i, video in enumerate(videos)
         ]
+
+    def check_videos(self, videos: Sequence[VideoSource | Video]) -> list[VideoSource | Video]:
+        """Check every video before any model work, without holding every decoded file in memory: files
+        are opened (decoded later, batch by batch), in-memory videos are sampled and converted now."""
+        checked = []
+        for index, video in enumerate(videos):
+            if isinstance(video, (str, os.PathLike)):
+                check_video_file(video)
+                checked.append(video)
+            elif isinstance(video, Video):
+                checked.append(video)
+            else:
+                checked.append(load_video(video, self.config.sampling, name=f"videos[{index}]"))
+        return checked
+
+    def _to_temporal_patch(self, video: Video) -> Video:
+        """A video of fewer frames than the backbone's temporal patch (a single frame, say) with its last
+        frame repeated to fill it, so every path accepts what the processor would reject."""
+        patch = getattr(self.processor.video_processor, "temporal_patch_size", 1) or 1
+        missing = patch - video.frames.shape[0]
+        if missing <= 0:
+            return video
+        indices = list(video.metadata.frames_indices) + [video.metadata.frames_indices[-1]] * missing
+        frames = torch.cat([video.frames, video.frames[-1:].expand(missing, -1, -1, -1)])
+        return Video(frames, dataclasses.replace(video.metadata, frames_indices=indices), video.name)
 
     def chat_prefix(self, prompt: str) -> str:
         """The chat text up to the start of the assistant's answer, with one video placeholder."""
@@ -279,7 +316,7 @@ class DeScoreModel(nn.Module):
         append_reward_token: bool = True,
     ) -> BatchFeature:
         """Tokenise `[chat(video, prompt) ; cot ; <reward>]` for a batch, left-padded, on the model's device."""
-        videos = self.load_videos(videos)
+        videos = [self._to_temporal_patch(video) for video in self.load_videos(videos)]
         cots = list(cots) if cots is not None else [None] * len(videos)
         if not len(videos) == len(prompts) == len(cots):
             raise ValueError(f"got {len(videos)} videos, {len(prompts)} prompts and {len(cots)} CoTs; expected equal")
@@ -340,28 +377,26 @@ class DeScoreModel(nn.Module):
         generation_kwargs: dict | None = None,
     ) -> list[ScoreResult]:
         """Score videos. With `think`, generate a CoT then score it from the generation's KV cache;
-        without, score `[video ; prompt ; <reward>]` in one prefill. Videos are all decoded and checked
-        before the backbone runs."""
+        without, score `[video ; prompt ; <reward>]` in one prefill. Every video is checked before the
+        backbone runs; files are decoded batch by batch, so memory holds one batch of frames."""
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
             raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        videos = self.load_videos(videos)
+        videos = self.check_videos(videos)
+        generation = dict(max_new_tokens=max_new_tokens, **(generation_kwargs or {}), do_sample=False)
+        if do_sample:  # from a generator of its own: the global ones are neither drawn from nor rewound
+            generation["logits_processor"] = LogitsProcessorList([PrivateSampler(temperature, top_p, seed)])
         results = []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for start in range(0, len(videos), batch_size):
-                batch, batch_prompts = videos[start : start + batch_size], prompts[start : start + batch_size]
-                if think:
-                    sampling = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, **(generation_kwargs or {}))
-                    if do_sample:
-                        sampling.update(temperature=temperature, top_p=top_p)
-                    results += self._think_and_score(batch, batch_prompts, sampling)
-                else:
-                    rewards = self.rewards_from_inputs(self.prepare_inputs(batch, batch_prompts))
-                    results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
+        for start in range(0, len(videos), batch_size):
+            batch = self.load_videos(videos[start : start + batch_size])
+            batch_prompts = prompts[start : start + batch_size]
+            if think:
+                results += self._think_and_score(batch, batch_prompts, generation)
+            else:
+                rewards = self.rewards_from_inputs(self.prepare_inputs(batch, batch_prompts))
+                results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
         return results
 
     def _eos_token_ids(self, generation: dict) -> list[int]:
@@ -446,6 +481,40 @@ class DeScoreModel(nn.Module):
             p_a, p_tie, p_b = rao_kupper_probabilities(torch.tensor(comparison.margin), self.config.tie_theta)
             comparison.p_a_better, comparison.p_tie, comparison.p_b_better = p_a.item(), p_tie.item(), p_b.item()
         return comparison
+
+
+def read_config(path: str | os.PathLike) -> DeScoreConfig:
+    """The `DeScoreConfig` of the checkpoint folder `path`. `FileNotFoundError` when it holds none,
+    `CheckpointError` saying what is wrong when it cannot be used."""
+    config_path = Path(path) / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path}: not a DeScore checkpoint (no {CONFIG_NAME})")
+    try:
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path}: cannot read it ({error.__class__.__name__}: {error})") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(values).__name__}")
+    try:
+        return DeScoreConfig.from_dict(values, source=str(config_path))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(str(error) if str(config_path) in str(error) else f"{config_path}: {error}") from None
+
+
+def _read_scoring_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a DeScore checkpoint holds its head and <reward> embedding there")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises SafetensorError or OSError on a torn or foreign file
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: cannot read it, the file is truncated or corrupt ({reason})") from None
+
+
+def _shapes(shapes: dict) -> str:
+    return ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
 
 
 def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: bool):

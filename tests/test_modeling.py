@@ -5,6 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from descore_reward.generation import PrivateSampler
 from descore_reward.modeling import DeScoreModel
 from descore_reward.video import VideoInputError
 
@@ -53,14 +54,15 @@ def test_cot_changes_the_reward(tiny_model):
 def test_kv_cache_scoring_equals_a_full_forward(tiny_model):
     videos = two_videos()
     inputs = tiny_model.prepare_inputs(videos, PROMPTS, append_reward_token=False)
-    sampling = dict(max_new_tokens=10, do_sample=True, temperature=2.0)
-    torch.manual_seed(0)
-    generated, _, _ = tiny_model.generate_cots(inputs, **sampling)
+
+    def sampling():  # what `score(do_sample=True, temperature=2.0, seed=0)` passes to `generate`
+        return dict(max_new_tokens=10, do_sample=False, logits_processor=[PrivateSampler(2.0, seed=0)])
+
+    generated, _, _ = tiny_model.generate_cots(inputs, **sampling())
     # Make row 0 stop early: one of its tokens that row 1 never writes becomes end-of-sequence.
     row0, row1 = generated[0].tolist(), generated[1].tolist()
     stop = next(j for j in range(1, 9) if row0[j] not in row1 and row0[j] not in row0[:j])
-    torch.manual_seed(0)
-    generated, cot_length, cache = tiny_model.generate_cots(inputs, **sampling, eos_token_id=row0[stop])
+    generated, cot_length, cache = tiny_model.generate_cots(inputs, **sampling(), eos_token_id=row0[stop])
     assert cot_length.tolist() == [stop, 10]
     with torch.no_grad():
         cached = tiny_model.reward_after_generation(inputs, generated, cot_length, cache)
@@ -173,3 +175,41 @@ def test_scores_every_real_video(tiny_model, real_videos):
         assert len(results) == len(real_videos)
         assert all(torch.isfinite(torch.tensor(r.reward)) for r in results)
         assert [r.video for r in results] == [str(p) for p in real_videos]
+
+
+def test_scoring_leaves_the_global_generator_alone_from_another_thread(tiny_model):
+    """Flow-GRPO's pattern: a worker thread scores while the main thread keeps drawing noise."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [
+        dict(think=False),
+        dict(think=True, max_new_tokens=6),
+        dict(think=True, max_new_tokens=6, do_sample=True, temperature=1.5),
+        dict(think=True, max_new_tokens=6, do_sample=True, temperature=1.5, seed=7),
+    ]
+    torch.manual_seed(123)
+    drawn = []
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for kwargs in calls:
+            future = pool.submit(tiny_model.score, two_videos(), PROMPTS, **kwargs)
+            while not future.done():
+                drawn.append(torch.randn(4))
+            future.result()
+    torch.manual_seed(123)
+    expected = [torch.randn(4) for _ in drawn]  # the same draws with no reward running
+    assert len(drawn) > len(calls)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected)), "a reward call rewound or drew from the generator"
+    seeded = [tiny_model.score(two_videos(), PROMPTS, **calls[3]) for _ in range(2)]
+    assert [r.cot for r in seeded[0]] == [r.cot for r in seeded[1]]
+
+
+def test_a_one_frame_video_is_scored_on_every_path(tiny_model, tmp_path):
+    from descore_reward.synthetic import Scene, render, write_mp4
+
+    still = write_mp4(render(Scene("red", "square", "still"))[:1], tmp_path / "still.mp4")
+    frame = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    for think in (False, True):
+        results = tiny_model.score([still, frame], PROMPTS, think=think, max_new_tokens=4)
+        assert all(torch.isfinite(torch.tensor(r.reward)) for r in results)
+    with torch.no_grad():
+        assert torch.isfinite(tiny_model([still], PROMPTS[:1], cots=["a red square"])).all()  # the training path
