@@ -1,35 +1,42 @@
-"""DeScore: think-then-score video reward model. See README.md."""
+"""DeScore: think-then-score video reward model. See README.md.
 
-from .modeling import Comparison, DeScoreConfig, DeScoreModel, ScoreResult
-from .prompts import DIMENSIONS, ParsedCoT, format_cot, instruction, parse_cot
-from .video import Video, VideoInputError, VideoSampling, load_video
+Names are imported on first use, so `descore --help` and `import descore_reward` stay fast; the model
+stack (torch, transformers, peft) loads when a model name is first touched.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "Comparison": ".modeling",
+    "DeScoreConfig": ".modeling",
+    "DeScoreModel": ".modeling",
+    "ScoreResult": ".modeling",
+    "DIMENSIONS": ".prompts",
+    "ParsedCoT": ".prompts",
+    "format_cot": ".prompts",
+    "instruction": ".prompts",
+    "parse_cot": ".prompts",
+    "Video": ".video",
+    "VideoInputError": ".video",
+    "VideoSampling": ".video",
+    "load_video": ".video",
+    "DeScoreReward": ".integrations",
+    "WeightedRewards": ".integrations",
+}
+
 
 def __getattr__(name: str):
-    """`descore_reward.DeScoreReward`, imported on first use (it lives in `descore_reward.integrations`)."""
-    if name in ("DeScoreReward", "WeightedRewards"):
-        from . import integrations
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'descore_reward' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(integrations, name)
-    raise AttributeError(f"module 'descore_reward' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = [
-    "DIMENSIONS",
-    "DeScoreReward",
-    "WeightedRewards",
-    "Comparison",
-    "DeScoreConfig",
-    "DeScoreModel",
-    "ParsedCoT",
-    "ScoreResult",
-    "Video",
-    "VideoInputError",
-    "VideoSampling",
-    "format_cot",
-    "instruction",
-    "load_video",
-    "parse_cot",
-]
+__all__ = sorted(_EXPORTS)

@@ -1,4 +1,7 @@
-"""The `descore` command line: `descore demo`, `descore score`."""
+"""The `descore` command line: `descore demo`, `score`, `eval`, `train`, `annotate`.
+
+Only the standard library is imported until a command runs, so `descore --help` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+DTYPES = ("bfloat16", "float16", "float32")
+BENCHMARK_NAMES = ("genai-bench", "in-domain", "videogen-rewardbench")  # eval_runner.BENCHMARKS' keys
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+def _dtype(name: str | None):
+    import torch
+
+    return None if name is None else getattr(torch, name)
 
 
 class CommandError(Exception):
@@ -18,8 +26,11 @@ class CommandError(Exception):
 
 def _add_score_command(commands) -> None:
     parser = commands.add_parser("score", help="score videos think-then-score (or fast, --no-think)")
-    parser.add_argument("videos", nargs="+", help="video files")
-    parser.add_argument("--prompt", required=True, help="the text prompt the videos were generated from")
+    parser.add_argument("videos", nargs="*", help="video files, all generated from --prompt")
+    parser.add_argument("--prompt", help="the text prompt the videos were generated from")
+    parser.add_argument(
+        "--manifest", help="instead of videos and --prompt: a CSV (header video,prompt) or JSONL of {video, prompt}"
+    )
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory (save_pretrained)")
     parser.add_argument("--no-think", action="store_true", help="score without generating a CoT (one prefill)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
@@ -28,7 +39,7 @@ def _add_score_command(commands) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_score)
 
 
@@ -40,10 +51,8 @@ def _add_demo_command(commands) -> None:
 
 
 def _add_eval_command(commands) -> None:
-    from .eval_runner import BENCHMARKS
-
     parser = commands.add_parser("eval", help="preference accuracy on a benchmark, resumable, with the paper's table")
-    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    parser.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES)
     parser.add_argument("--data", required=True, help="JSONL (in-domain), CSV (VideoGen) or JSONL/parquet (GenAI)")
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory")
     parser.add_argument("--out", required=True, help="scores, metrics.json, table.md and table.png go here")
@@ -62,7 +71,7 @@ def _add_eval_command(commands) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_eval)
 
 
@@ -89,7 +98,7 @@ def run_eval(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         bootstrap=args.bootstrap,
         name=args.name,
-        dtype=DTYPES.get(args.dtype),
+        dtype=_dtype(args.dtype),
     )
     if results:
         print(render_table(results), end="")
@@ -189,31 +198,46 @@ def run_annotate(args: argparse.Namespace) -> None:
     )
 
 
-def run_score(args: argparse.Namespace) -> None:
-    from .modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
-    from .video import load_video
+def _score_inputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """(videos, prompts) from positional videos and --prompt, or from --manifest."""
+    from .data import read_manifest
 
-    config_path = Path(args.model) / CONFIG_NAME
-    if not config_path.is_file():
-        raise CommandError(f"{args.model}: not a DeScore checkpoint directory (no {CONFIG_NAME})")
+    if args.manifest:
+        if args.videos or args.prompt is not None:
+            raise CommandError("give either --manifest, or videos and --prompt, not both")
+        rows = read_manifest(args.manifest)
+        return [video for video, _ in rows], [prompt for _, prompt in rows]
+    if not args.videos or args.prompt is None:
+        raise CommandError("give video files and --prompt, or --manifest FILE")
+    return [Path(video) for video in args.videos], [args.prompt] * len(args.videos)
+
+
+def run_score(args: argparse.Namespace) -> None:
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise CommandError("--batch-size and --max-new-tokens must be at least 1")
-    config = DeScoreConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
-    videos = [load_video(path, config.sampling) for path in args.videos]  # every file checked before loading
+    videos, prompts = _score_inputs(args)
+    from .modeling import DeScoreModel, read_config
+    from .video import check_video_file
+
+    read_config(args.model)  # a bad checkpoint and every bad file are reported before the model loads
+    for video in videos:
+        check_video_file(video)
+    import torch
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = DeScoreModel.from_pretrained(args.model, dtype=DTYPES.get(args.dtype), device=device)
+    model = DeScoreModel.from_pretrained(args.model, dtype=_dtype(args.dtype), device=device)
     results = model.score(
         videos,
-        args.prompt,
+        prompts,
         think=not args.no_think,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         do_sample=args.sample,
         seed=args.seed,
     )
-    for result in results:
+    for result, prompt in zip(results, prompts, strict=True):
         if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False))
+            print(json.dumps({**result.to_dict(), "prompt": prompt}, ensure_ascii=False))
         else:
             scores = " ".join(f"{k}={v}" for k, v in (result.scores or {}).items()) or "-"
             print(f"{result.reward:.4f}\t{result.video}\t{scores}")
@@ -234,12 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_annotate_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)
-    from .data import DataError
-    from .video import VideoInputError
+    from .errors import DeScoreInputError
 
     try:
         args.run(args)
-    except (CommandError, VideoInputError, DataError, FileNotFoundError, FileExistsError) as error:
+    except (CommandError, DeScoreInputError, FileNotFoundError, FileExistsError) as error:
         print(f"descore {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import DeScoreInputError
 from .prompts import DIMENSIONS, MAX_SCORE, MIN_SCORE
 from .video import Video, VideoSampling, load_video
 
@@ -32,7 +33,7 @@ CSV_LABELS = {"A": "A", "B": "B", "same": "tie"}
 GENAI_VOTES = {"leftvote": "A", "rightvote": "B", "tievote": "tie", "bothbad_vote": "tie"}
 
 
-class DataError(ValueError):
+class DataError(DeScoreInputError):
     """Problems found in a data file; the message lists each with its file and row."""
 
     def __init__(self, problems: list[str]):
@@ -136,6 +137,10 @@ def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = T
             if missing:
                 problems.append(f"{where}: missing field(s) {missing}")
                 continue
+            wrong = _wrong_types(record)
+            if wrong:
+                problems += [f"{where}: {problem}" for problem in wrong]
+                continue
             pairs.append(
                 PreferencePair(
                     id=str(record["id"]),
@@ -152,6 +157,58 @@ def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = T
                 )
             )
     return _validated(pairs, problems, check_files)
+
+
+def _wrong_types(record: dict) -> list[str]:
+    """What in a JSONL record has the wrong type (the values themselves are checked by `validate`)."""
+    problems = []
+    for key in ("prompt", "video_a", "video_b", "label"):
+        if not isinstance(record[key], str):
+            problems.append(f"{key} must be a string, got {type(record[key]).__name__}")
+    for key in ("cot_a", "cot_b"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            problems.append(f"{key} must be a string or null, got {type(record[key]).__name__}")
+    labels = record.get("dimension_labels")
+    if labels is not None and not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
+        problems.append(f'dimension_labels must map dimensions to "A", "B" or "tie", got {json.dumps(labels)[:80]}')
+    return problems
+
+
+def read_manifest(path: str | Path) -> list[tuple[Path, str]]:
+    """(video, prompt) rows of a CSV with a `video,prompt` header or of a JSONL of `{"video", "prompt"}`
+    objects; video paths are relative to the file. Every bad row is reported with its file:row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such manifest file")
+    problems, rows = [], []
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for row, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((row, json.loads(line)))
+            except json.JSONDecodeError as error:
+                problems.append(f"{path}:{row}: not valid JSON ({error.msg})")
+    else:
+        reader = csv.DictReader(text.splitlines())
+        if not {"video", "prompt"} <= set(reader.fieldnames or []):
+            raise DataError([f"{path}: expected a CSV header with columns video,prompt, got {reader.fieldnames}"])
+        records = list(enumerate(reader, start=2))  # row 1 is the header
+    for row, record in records:
+        video, prompt = (record.get("video"), record.get("prompt")) if isinstance(record, dict) else (None, None)
+        if not isinstance(video, str) or not video.strip():
+            problems.append(f"{path}:{row}: expected a video path")
+        elif not isinstance(prompt, str) or not prompt.strip():
+            problems.append(f"{path}:{row}: expected a non-empty prompt")
+        else:
+            rows.append((path.parent / video, prompt))
+    if not rows and not problems:
+        problems.append(f"{path}: no rows")
+    if problems:
+        raise DataError(problems)
+    return rows
 
 
 def pair_record(pair: PreferencePair, folder: Path) -> dict:

@@ -23,6 +23,7 @@ from .tiny import build_tiny_backbone
 from .training.cold_start import ColdStartConfig, train
 
 MARKER = "scores.jsonl"
+DEMO_COT_TOKENS = 24  # a tiny random writer: longer CoTs only cost time
 DEMO_SAMPLING = dict(fps=4.0, max_pixels_per_frame=64 * 64, max_total_pixels=64 * 64 * 16)
 
 
@@ -77,7 +78,7 @@ def run(out: Path, seed: int = 0) -> list[dict]:
         for scene in shown
     ]
     print(f"[4/4] scoring {len(videos)} new videos for the prompt {asked.prompt()!r}")
-    thought = model.score(videos, asked.prompt(), think=True, max_new_tokens=24, seed=seed)
+    thought = model.score(videos, asked.prompt(), think=True, max_new_tokens=DEMO_COT_TOKENS)
     fast = model.score(videos, asked.prompt(), think=False)
     rows = []
     for video, with_cot, without_cot in zip(videos, thought, fast, strict=True):
@@ -88,5 +89,8 @@ def run(out: Path, seed: int = 0) -> list[dict]:
         rows.append({**with_cot.to_dict(), "video": str(video), "reward_fast": without_cot.reward})
     atomic_write_text(out / MARKER, "".join(json.dumps(row) + "\n" for row in rows))
     print(f"\nwrote {out / MARKER}. Score your own files with:")
-    print(f"  descore score {videos[0]} --prompt {asked.prompt()!r} --model {out / 'cold_start' / 'final'}")
+    print(
+        f"  descore score {videos[0]} --prompt {asked.prompt()!r} --model {out / 'cold_start' / 'final'} "
+        f"--max-new-tokens {DEMO_COT_TOKENS}"
+    )
     return rows

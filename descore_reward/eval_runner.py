@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
 from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
+from .errors import OutputFolderError
 from .evaluation import preference_metrics
 from .plots import save_figure
 
@@ -37,6 +38,7 @@ TABLE_COLUMNS = [
     ("videogen-rewardbench", "accuracy_without_ties", "VideoGen w/o tie"),
 ]
 RUN_FILE = "run.json"
+REPORT_FILES = ("metrics.json", "table.md", "table.png")
 
 
 def score_key(video: str | os.PathLike, prompt: str) -> str:
@@ -59,13 +61,47 @@ def read_scores(paths: list[Path], relative_to: Path | None = None) -> dict[str,
     return scores
 
 
+def check_output_folder(out: Path) -> None:
+    """Before any scoring: refuse an `out` holding results that `descore eval` did not write (no
+    `run.json`), or a `metrics.json` it cannot read back, so that nothing there is overwritten."""
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{out}: exists and is not a folder; expected an output folder")
+    if out.is_dir() and not (out / RUN_FILE).is_file():
+        ours = [name for name in REPORT_FILES if (out / name).exists()] + sorted(p.name for p in out.glob("scores-*"))
+        if ours:
+            raise OutputFolderError(
+                f"{out}: holds {', '.join(ours)} but no {RUN_FILE}, so descore eval did not write them; "
+                "not overwriting: choose another --out"
+            )
+    read_results(out)
+
+
+def read_results(out: Path) -> dict:
+    """`out/metrics.json` as `{model: {benchmark: metrics}}`, or {} when there is none yet."""
+    path = out / "metrics.json"
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OutputFolderError(f"{path}: not valid JSON ({error}); move it away or choose another --out") from None
+    if not isinstance(results, dict):
+        raise OutputFolderError(f"{path}: expected a JSON object of results, got {type(results).__name__}")
+    return results
+
+
 def check_run(out: Path, run: dict) -> None:
     """Refuse to mix scores of another model or mode into `out`."""
     path = out / RUN_FILE
     if path.exists():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise OutputFolderError(f"{path}: not valid JSON ({error}); choose another --out") from None
         if previous != run:
-            raise ValueError(f"{out}: holds scores of another run {previous}; this run is {run}. Use another --out")
+            raise OutputFolderError(
+                f"{out}: holds scores of another run {previous}; this run is {run}. Use another --out"
+            )
     else:
         atomic_write_text(path, json.dumps(run, indent=2))
 
@@ -176,7 +212,7 @@ def write_report(
 ) -> dict:
     """Merge into `out/metrics.json` and rewrite `table.md` and `table.png`; returns all results."""
     path = out / "metrics.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = read_results(out)
     results.setdefault(model_name, {})[benchmark] = metrics
     for name, baseline in (baselines or {}).items():
         results.setdefault(name, {})[benchmark] = baseline
@@ -232,6 +268,7 @@ def evaluate(
             raise FileNotFoundError(f"--baseline {baseline}: no such scores file {path}")
         scores = read_scores([Path(path)], relative_to=Path(data).parent)
         baseline_metrics[baseline] = benchmark_metrics(pairs, pair_margins(pairs, scores, baseline), bootstrap)
+    check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     check_run(out, {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens})
     accelerator = Accelerator()

@@ -9,7 +9,7 @@ import pytest
 
 def descore(*args, cwd=None):
     command = [sys.executable, "-m", "descore_reward.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,14 @@ def test_demo_runs_offline_and_refuses_foreign_folders(demo_run, tmp_path):
     assert len(rows) == 3 and all("reward" in row and "cot" in row for row in rows)
     assert (out / "cold_start" / "final" / "descore_config.json").exists()
     assert "held-out pair accuracy after" in result.stdout
+    assert "held-out pairs, with CoT" in result.stderr and "held-out pairs, CoT masked" in result.stderr  # progress
+    import shlex
+
+    follow_up = shlex.split(result.stdout.strip().splitlines()[-1])
+    assert follow_up[:2] == ["descore", "score"]
+    again = descore(*follow_up[2:], "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["reward"] == pytest.approx(rows[0]["reward"], abs=1e-4), "same numbers as the demo"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
     refused = descore("demo", "--out", tmp_path / "mine")
@@ -128,3 +136,76 @@ def test_train_cold_start_from_a_yaml_config(tiny_backbone_dir, tmp_path):
     assert (tmp_path / "run" / "final" / "adapter" / "adapter_config.json").exists()
     typo = descore("train", "cold-start", "--config", config, "learning_rat=1e-3")
     assert typo.returncode == 2 and "learning_rat" in typo.stderr and "Traceback" not in typo.stderr
+
+
+def one_error_line(result, command: str) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"descore {command}: error:"), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda d: (d / "descore_config.json").write_text('{"backbone": '), "descore_config.json"),
+        (lambda d: (d / "descore_config.json").write_bytes(b"\xff\xfe\x00garbage"), "descore_config.json"),
+        (
+            lambda d: (d / "descore_config.json").write_text(
+                json.dumps({**json.loads((d / "descore_config.json").read_text()), "colour": "red"})
+            ),
+            "colour",
+        ),
+        (lambda d: (d / "descore_head.safetensors").write_bytes(b"\x10\x00"), "descore_head.safetensors"),
+        (
+            lambda d: (d / "descore_head.safetensors").write_bytes((d / "descore_head.safetensors").read_bytes()[:-40]),
+            "descore_head.safetensors",
+        ),
+        (lambda d: (d / "descore_head.safetensors").unlink(), "descore_head.safetensors"),
+    ],
+    ids=["torn-json", "not-utf8", "unknown-key", "corrupt-head", "truncated-head", "missing-head"],
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(checkpoint, synthetic_videos, tmp_path, damage, named):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(checkpoint, broken)
+    damage(broken)
+    line = one_error_line(descore("score", synthetic_videos[0], "--prompt", "x", "--model", broken), "score")
+    assert named in line and str(broken) in line
+
+
+def test_score_reads_a_manifest_of_videos_and_prompts(checkpoint, synthetic_videos, tmp_path):
+    import shutil
+
+    for video in synthetic_videos[:2]:
+        shutil.copy(video, tmp_path / video.name)
+    manifest = tmp_path / "videos.csv"
+    manifest.write_text(f"video,prompt\n{synthetic_videos[0].name},a red square\n{synthetic_videos[1].name},a circle\n")
+    result = descore("score", "--manifest", manifest, "--model", checkpoint, "--no-think", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == ["a red square", "a circle"]
+    assert [row["video"] for row in rows] == [str(tmp_path / v.name) for v in synthetic_videos[:2]]
+    jsonl = tmp_path / "videos.jsonl"
+    jsonl.write_text(json.dumps({"video": synthetic_videos[0].name, "prompt": "a red square"}) + "\n{}\n")
+    line = one_error_line(descore("score", "--manifest", jsonl, "--model", checkpoint), "score")
+    assert f"{jsonl}:2" in line
+
+
+def test_eval_refuses_an_output_folder_it_did_not_write_before_scoring(checkpoint, tmp_path):
+    from descore_reward.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", 2, seed=2)
+    args = ["eval", "--benchmark", "in-domain", "--data", data, "--model", checkpoint, "--no-think", "--out"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "table.md").write_text("my own table")
+    line = one_error_line(descore(*args, tmp_path / "mine"), "eval")
+    assert "table.md" in line and (tmp_path / "mine" / "table.md").read_text() == "my own table"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["table.md"], "nothing scored"
+    assert descore(*args, tmp_path / "out").returncode == 0
+    (tmp_path / "out" / "metrics.json").write_text("not json")
+    (tmp_path / "out" / "scores-rank0.jsonl").unlink()
+    line = one_error_line(descore(*args, tmp_path / "out"), "eval")
+    assert "metrics.json" in line and not (tmp_path / "out" / "scores-rank0.jsonl").exists(), "refused before scoring"

@@ -123,3 +123,18 @@ def test_genai_bench_rows(videos):
         read_genai_bench(bad)
     assert "genai_bad.jsonl:1: vote_type 'upvote'" in str(error.value)
     assert "genai_bad.jsonl:2: missing field(s)" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("dimension_labels", ["object", "A"]), ("dimension_labels", "A"), ("label", ["A"]), ("cot_a", 3), ("prompt", 1)],
+)
+def test_wrong_typed_fields_are_named_with_their_row(tmp_path, field, value):
+    from descore_reward.synthetic import make_dataset
+
+    path = make_dataset(tmp_path, 2, seed=0)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1][field] = value
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match=rf"{path.name}:2: {field} must"):
+        read_jsonl(path)

@@ -166,12 +166,15 @@ def evaluate_pairs(model: DeScoreModel, pairs: list[PreferencePair], use_cot: bo
     model.eval()
     collate = PairCollator(model.config.sampling)
     margins = []
-    for start in range(0, len(pairs), batch_size):
-        batch = collate(pairs[start : start + batch_size])
-        cots_a = [p.cot_a if use_cot else None for p in batch.pairs]
-        cots_b = [p.cot_b if use_cot else None for p in batch.pairs]
-        reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
-        margins += (reward_a - reward_b).tolist()
+    description = f"held-out pairs, {'with CoT' if use_cot else 'CoT masked'}"
+    with tqdm(total=len(pairs), desc=description, unit="pair", leave=False) as progress:
+        for start in range(0, len(pairs), batch_size):
+            batch = collate(pairs[start : start + batch_size])
+            cots_a = [p.cot_a if use_cot else None for p in batch.pairs]
+            cots_b = [p.cot_b if use_cot else None for p in batch.pairs]
+            reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
+            margins += (reward_a - reward_b).tolist()
+            progress.update(len(batch.pairs))
     model.train(was_training)
     return preference_metrics([p.human for p in pairs], margins)
 

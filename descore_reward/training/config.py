@@ -23,7 +23,10 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: li
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such config file")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     fields = {field.name: field for field in dataclasses.fields(cls)}
