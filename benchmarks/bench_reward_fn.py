@@ -39,7 +39,7 @@ def main() -> None:
         model = DeScoreModel.from_backbone(
             f"{scratch}/backbone", DeScoreConfig(sampling=VideoSampling()), device=args.device, seed=0
         )
-    reward_fn = DeScoreReward(model, think=False, fps=16.0, batch_size=8)
+    reward_fn = DeScoreReward(model, think=False, input_fps=16.0, batch_size=8)
     scenes = [
         Scene(c, s, d)
         for c, s, d in zip(

@@ -1,6 +1,6 @@
 """DeScore as a reward function for diffusion post-training (the Flow-GRPO convention).
 
-    reward_fn = DeScoreReward("path/to/descore", think=False)
+    reward_fn = DeScoreReward("path/to/descore")      # or DeScoreReward() with DESCORE_MODEL set
     scores, info = reward_fn(videos, prompts, metadata)      # scores: float32 array (B,)
 
 `videos` may be what `WanPipeline` returns: `output_type="pt"` `(B, T, C, H, W)` floats in [0, 1],
@@ -14,14 +14,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
 from ..modeling import DeScoreModel
-from ..video import Video, VideoInputError, load_video
+from ..video import Video, VideoInputError, VideoSampling, load_video
 
 logger = logging.getLogger(__name__)
 RewardFn = Callable[..., tuple[np.ndarray, dict]]
@@ -40,63 +44,112 @@ def split_batch(videos) -> list:
     return list(videos)
 
 
+MODEL_VARIABLE = "DESCORE_MODEL"
+ON_ERROR = ("raise", "nan", "fill")
+_shared_models: dict[tuple, DeScoreModel] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_model(path: str | os.PathLike, device: str | torch.device, dtype: torch.dtype | None = None) -> DeScoreModel:
+    """One loaded `DeScoreModel` per (checkpoint, device, dtype) in this process: a training script that
+    builds its train and eval rewards separately (Flow-GRPO does) holds the 8B backbone once."""
+    key = (str(Path(path).resolve()), str(torch.device(device)), dtype)
+    with _shared_lock:
+        if key not in _shared_models:
+            _shared_models[key] = DeScoreModel.from_pretrained(path, dtype=dtype, device=device).eval()
+        return _shared_models[key]
+
+
+def _checkpoint_from_environment() -> str:
+    path = os.environ.get(MODEL_VARIABLE)
+    if not path:
+        raise CheckpointError(
+            f"DeScoreReward() needs a checkpoint: pass its folder, or set {MODEL_VARIABLE}=/path/to/descore. "
+            "Get one with `descore train cold-start`, `descore convert official` (the authors' release), or "
+            "`descore demo --out DIR` (a tiny CPU model in DIR/cold_start/final)"
+        )
+    return path
+
+
 class DeScoreReward:
     """A DeScore model as `reward_fn(videos, prompts, metadata) -> (scores, info)`.
 
-    model: a DeScore checkpoint directory (or a loaded `DeScoreModel`).
+    model: a DeScore checkpoint folder or a loaded `DeScoreModel`; None reads the folder from the
+        `DESCORE_MODEL` environment variable. Checkpoints load once per process (`shared_model`).
     think: generate a CoT before scoring (slower; `info` then holds CoTs and sub-scores).
-    fps: frame rate of in-memory videos (default: the model's `sampling.input_fps`, 16 as Wan exports).
-    on_error: "raise" on a bad video, or "nan": its score is NaN, the reason goes to `info["errors"]`
-        and a warning is logged. Never a silent 0.
+    input_fps: frame rate of in-memory videos (default: the model's `sampling.input_fps`, 16 as Wan
+        exports). Files carry their own rate. (`fps`, its old name, still works with a warning.)
+    on_error: what a video that cannot be scored gives: "raise"; "nan" (its score is NaN); or "fill"
+        (`fill_value`). Every failure is logged and its reason is in `info["errors"]`; `info["valid"]`
+        marks the scores that come from the model.
+    Calls accept and ignore extra keyword arguments (Flow-GRPO passes `only_strict`), never draw from or
+    rewind the global random generators, and may come from several threads (one runs at a time).
     """
 
     def __init__(
         self,
-        model: str | DeScoreModel,
+        model: str | os.PathLike | DeScoreModel | None = None,
         think: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         batch_size: int = 8,
-        fps: float | None = None,
+        input_fps: float | None = None,
         on_error: str = "raise",
+        fill_value: float = 0.0,
         max_new_tokens: int = 512,
+        fps: float | None = None,
     ):
-        if on_error not in ("raise", "nan"):
-            raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
+        if fps is not None:
+            warnings.warn(
+                "DeScoreReward(fps=...) is now input_fps: the frame rate of in-memory videos, not a sampling rate",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            input_fps = fps if input_fps is None else input_fps
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(model, DeScoreModel):
-            self.model = model
+            self.model = model.eval()
         else:
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model = DeScoreModel.from_pretrained(model, dtype=dtype, device=device)
-        self.model.eval()
+            self.model = shared_model(model or _checkpoint_from_environment(), device, dtype)
         sampling = self.model.config.sampling
-        self.sampling = dataclasses.replace(sampling, input_fps=fps) if fps is not None else sampling
-        self.think, self.batch_size, self.on_error, self.max_new_tokens = think, batch_size, on_error, max_new_tokens
+        self.sampling = dataclasses.replace(sampling, input_fps=input_fps) if input_fps is not None else sampling
+        self.input_fps_given = input_fps is not None
+        self.think, self.batch_size, self.max_new_tokens = think, batch_size, max_new_tokens
+        self.on_error, self.fill_value = on_error, fill_value
         self._lock = threading.Lock()  # one backbone, one caller at a time (worker threads welcome)
 
-    def __call__(self, videos, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
-        """Scores `(B,)` float32 (NaN for failed videos with `on_error="nan"`) and an info dict."""
+    def __call__(self, videos, prompts: Sequence[str] | str, metadata: Sequence[dict] | None = None, **ignored):
+        """Scores `(B,)` float32 and an info dict (`errors`, `valid`; `cot`, `sub_scores` when thinking)."""
+        return self.score(videos, prompts, self.sampling)
+
+    def score(self, videos, prompts: Sequence[str] | str, sampling: VideoSampling) -> tuple[np.ndarray, dict]:
+        """`__call__` with an explicit `VideoSampling` (how many frames, how many pixels)."""
         videos = split_batch(videos)
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
             raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
+        if self.input_fps_given and any(isinstance(video, (str, os.PathLike)) for video in videos):
+            warnings.warn("input_fps applies to in-memory videos only: files keep their own frame rate", stacklevel=2)
         loaded: list[Video | None] = []
         errors: list[str | None] = []
         for index, video in enumerate(videos):
             try:
-                loaded.append(load_video(video, self.sampling, name=f"videos[{index}]"))
+                loaded.append(load_video(video, sampling, name=f"videos[{index}]"))
                 errors.append(None)
             except VideoInputError as error:
                 if self.on_error == "raise":
                     raise
-                logger.warning("DeScoreReward: %s; its score is NaN", error)
+                failed = "NaN" if self.on_error == "nan" else self.fill_value
+                logger.warning("DeScoreReward: %s; its score is %s", error, failed)
                 loaded.append(None)
                 errors.append(str(error))
         keep = [i for i, video in enumerate(loaded) if video is not None]
-        scores = np.full(len(videos), math.nan, dtype=np.float32)
-        info = {"errors": errors}
+        scores = np.full(len(videos), self._failed_score, dtype=np.float32)
+        info = {"errors": errors, "valid": [video is not None for video in loaded]}
         if self.think:
             info.update(cot=[None] * len(videos), sub_scores=[None] * len(videos))
         if keep:
@@ -113,6 +166,10 @@ class DeScoreReward:
                 if self.think:
                     info["cot"][i], info["sub_scores"][i] = result.cot, result.scores
         return scores, info
+
+    @property
+    def _failed_score(self) -> float:
+        return self.fill_value if self.on_error == "fill" else math.nan
 
 
 class WeightedRewards:

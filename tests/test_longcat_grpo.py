@@ -130,7 +130,7 @@ def test_a_few_steps_move_fresh_samples_the_way_the_reward_points(tiny_wan_dir, 
 
 
 def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan_dir, tiny_model, tmp_path):
-    descore = DeScoreReward(tiny_model, fps=8.0)
+    descore = DeScoreReward(tiny_model, input_fps=8.0)
     rewards = WeightedRewards(
         {
             "descore": (descore, 1.0),

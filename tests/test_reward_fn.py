@@ -18,7 +18,7 @@ from descore_reward.video import VideoInputError, VideoSampling, load_video
 def reward_fn(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("reward") / "descore"
     tiny_model.save_pretrained(path, include_backbone=True)
-    return DeScoreReward(str(path), think=False, fps=8.0, device="cpu")
+    return DeScoreReward(str(path), think=False, input_fps=8.0, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_failures_are_nan_with_a_reason(reward_fn, batch, tmp_path, caplog):
     videos = [batch[1][0], str(bad), batch[1][1] * 2.0]
     with pytest.raises(VideoInputError, match="broken.mp4"):
         reward_fn(videos, ["p"] * 3)
-    tolerant = DeScoreReward(reward_fn.model, fps=8.0, on_error="nan")
+    tolerant = DeScoreReward(reward_fn.model, input_fps=8.0, on_error="nan")
     scores, info = tolerant(videos, ["p"] * 3)
     assert np.isfinite(scores[0]) and np.isnan(scores[1]) and np.isnan(scores[2])
     assert "broken.mp4" in info["errors"][1] and "[0, 1]" in info["errors"][2] and info["errors"][0] is None
@@ -71,7 +71,7 @@ def test_failures_are_nan_with_a_reason(reward_fn, batch, tmp_path, caplog):
 
 
 def test_thinking_fills_info(reward_fn, batch):
-    thinking = DeScoreReward(reward_fn.model, think=True, fps=8.0, max_new_tokens=4)
+    thinking = DeScoreReward(reward_fn.model, think=True, input_fps=8.0, max_new_tokens=4)
     scores, info = thinking(batch[1][:2], ["a red square", "a blue circle"])
     assert len(info["cot"]) == 2 and all(isinstance(c, str) for c in info["cot"]) and len(info["sub_scores"]) == 2
 

@@ -1,0 +1,178 @@
+"""DeScore dropped into Flow-GRPO's and DanceGRPO's calling patterns, reproduced here with this
+project's own code: a tiny real `WanPipeline` makes the videos, the tiny real Qwen3-VL scores them."""
+
+import logging
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from descore_reward import DeScoreReward
+from descore_reward.errors import CheckpointError
+from descore_reward.integrations import dance_grpo, flow_grpo, shared_model
+
+from .conftest import load_wan
+
+PROMPTS = ["a red square moves right", "a blue circle stays still"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("adapters") / "descore"
+    tiny_model.save_pretrained(path, include_backbone=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wan_videos(tiny_wan_dir):
+    """Flow-GRPO's input: `(B, T, C, H, W)` floats in [0, 1] from `output_type="pt"`, 2 videos per prompt."""
+    pipeline = load_wan(tiny_wan_dir)
+    output = pipeline(
+        [p for p in PROMPTS for _ in range(2)],
+        height=32,
+        width=32,
+        num_frames=9,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    )
+    return output.frames, [p for p in PROMPTS for _ in range(2)]
+
+
+def their_style_rewards_module():
+    """A stand-in for `flow_grpo.rewards` written for this test: a `multi_score` that keeps its factories
+    in a local dict, calls `f(device)` when 'device' is an argument name, and returns
+    `({name: scores, "avg": weighted sum}, {})`."""
+
+    def brightness_score():
+        def score(images, prompts, metadata):
+            return images.float().mean(dim=(1, 2, 3, 4)).tolist(), {}
+
+        return score
+
+    def multi_score(device, score_dict):
+        factories = {"brightness": brightness_score}
+        functions = {
+            name: factories[name](device) if "device" in factories[name].__code__.co_varnames else factories[name]()
+            for name in score_dict
+        }
+
+        def score(images, prompts, metadata, ref_images=None, only_strict=True):
+            details, total = {}, []
+            for name, weight in score_dict.items():
+                scores, _ = functions[name](images, prompts, metadata)
+                details[name] = scores
+                weighted = [weight * s for s in scores]
+                total = weighted if not total else [a + b for a, b in zip(total, weighted)]
+            details["avg"] = total
+            return details, {}
+
+        return score
+
+    return types.SimpleNamespace(multi_score=multi_score)
+
+
+def test_flow_grpo_training_pattern(checkpoint, wan_videos, monkeypatch):
+    monkeypatch.setenv("DESCORE_MODEL", str(checkpoint))
+    module = their_style_rewards_module()
+    flow_grpo.register(module)
+    flow_grpo.register(module)  # twice is harmless
+    reward_fn = module.multi_score("cpu", {"descore": 1.0, "brightness": 0.5})
+    eval_reward_fn = module.multi_score("cpu", {"descore": 1.0})
+    videos, prompts = wan_videos
+    metadata = [{}] * len(prompts)
+    expected, _ = DeScoreReward(checkpoint)(videos, prompts)
+    for batch in (videos, videos.to(torch.bfloat16)):
+        torch.manual_seed(0)
+        drawn = []
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            future = executor.submit(reward_fn, batch, prompts, metadata, only_strict=True)
+            while not future.done():  # the main thread keeps sampling
+                drawn.append(torch.randn(8))
+            details, extra = future.result()
+        torch.manual_seed(0)
+        assert all(torch.equal(a, torch.randn(8)) for a in drawn), "the reward moved the global generator"
+        assert extra == {} and set(details) == {"descore", "brightness", "avg"}
+        rewards = {key: torch.as_tensor(value).float() for key, value in details.items()}  # what they do next
+        atol = 1e-4 if batch.dtype == torch.float32 else 0.5  # bf16 rounds the frames before uint8
+        np.testing.assert_allclose(rewards["descore"].numpy(), expected, atol=atol)
+        brightness = batch.float().mean(dim=(1, 2, 3, 4))
+        torch.testing.assert_close(rewards["avg"], rewards["descore"] + 0.5 * brightness, atol=1e-4, rtol=0)
+    eval_details, _ = eval_reward_fn(videos, prompts, metadata)
+    np.testing.assert_allclose(eval_details["avg"], expected, atol=1e-4)
+    assert shared_model(checkpoint, "cpu") is DeScoreReward(checkpoint).model, "train and eval share one model"
+
+
+def test_flow_grpo_factory_shape(checkpoint, monkeypatch):
+    monkeypatch.setenv("DESCORE_MODEL", str(checkpoint))
+    factory = flow_grpo.SCORE_FACTORIES["descore"]
+    assert "device" in factory.__code__.co_varnames  # how Flow-GRPO decides to pass the device
+    with pytest.raises(ValueError, match="not DeScore's"):
+        flow_grpo.multi_score("cpu", {"descore": 1.0, "pickscore": 1.0})
+
+
+def test_descore_reward_needs_a_checkpoint_or_the_variable(checkpoint, monkeypatch):
+    monkeypatch.delenv("DESCORE_MODEL", raising=False)
+    with pytest.raises(CheckpointError, match="DESCORE_MODEL") as error:
+        DeScoreReward()
+    assert "descore convert official" in str(error.value) and "descore demo" in str(error.value)
+    monkeypatch.setenv("DESCORE_MODEL", str(checkpoint))
+    assert DeScoreReward().model is DeScoreReward(checkpoint).model
+
+
+def test_dance_grpo_pattern_reads_mp4_files(checkpoint, wan_videos, tmp_path, caplog):
+    from diffusers.utils import export_to_video
+
+    videos, prompts = wan_videos
+    inferencer = dance_grpo.VideoAlignStyleInferencer(checkpoint, device="cpu")
+    reference = DeScoreReward(checkpoint)
+    for index, video in enumerate(videos[:2]):  # one video at a time, as their scripts do
+        path = tmp_path / f"sample_{index}.mp4"
+        export_to_video(list(video.permute(0, 2, 3, 1).numpy()), str(path), fps=8)
+        reward = inferencer.reward([str(path)], [prompts[index]], use_norm=True)
+        assert set(reward[0]) == {"VQ", "MQ", "TA", "Overall"}
+        assert reward[0]["VQ"] == reward[0]["MQ"] == reward[0]["Overall"]
+        assert reward[0]["VQ"] == pytest.approx(float(reference([str(path)], prompts[index : index + 1])[0][0]))
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    with caplog.at_level(logging.WARNING):
+        assert inferencer.reward([str(broken)], [prompts[0]])[0]["Overall"] == -1.0
+    assert "broken.mp4" in caplog.text, "a failure shows in the log instead of vanishing"
+
+
+def test_videoalign_fps_is_a_sampling_rate(checkpoint, tmp_path):
+    from descore_reward.synthetic import Scene, render, write_mp4
+
+    path = write_mp4(render(Scene("red", "square", "right"), frames=33), tmp_path / "clip.mp4", fps=16)
+    inferencer = dance_grpo.VideoAlignStyleInferencer(checkpoint, device="cpu")
+    model = inferencer.reward_fn.model
+    seen = []
+    original = model.score
+
+    def record(videos, *args, **kwargs):  # the real model scores; this records the frames it was given
+        seen.append([video.frames.shape[0] for video in videos])
+        return original(videos, *args, **kwargs)
+
+    model.score = record
+    try:
+        inferencer.reward([path], ["a red square"], fps=2)
+        inferencer.reward([path], ["a red square"], num_frames=8)
+    finally:
+        model.score = original
+    assert seen == [[4], [8]], "2 fps over a 2-second clip is 4 frames, not all 33"
+
+
+def test_input_fps_fill_and_deprecations(tiny_model, synthetic_videos):
+    with pytest.warns(DeprecationWarning, match="input_fps"):
+        DeScoreReward(tiny_model, fps=8.0)
+    with pytest.warns(UserWarning, match="in-memory videos only"):
+        DeScoreReward(tiny_model, input_fps=8.0)([str(synthetic_videos[0])], ["p"])
+    filled = DeScoreReward(tiny_model, on_error="fill", fill_value=-3.0)
+    one_frame = torch.rand(1, 3, 32, 32)
+    scores, info = filled([torch.rand(4, 3, 32, 32) * 2, one_frame, str(synthetic_videos[0])], ["p"] * 3)
+    assert scores[0] == -3.0 and np.isfinite(scores[1:]).all()
+    assert info["valid"] == [False, True, True] and "[0, 1]" in info["errors"][0]
+    assert filled(torch.rand(2, 4, 3, 32, 32), ["p", "p"], [{}, {}], only_strict=True, anything=1)[0].shape == (2,)
