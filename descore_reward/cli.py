@@ -1,4 +1,4 @@
-"""The `descore` command line: `descore demo`, `score`, `eval`, `train`, `annotate`.
+"""The `descore` command line: `descore demo`, `score`, `eval`, `train`, `annotate`, `convert`.
 
 Only the standard library is imported until a command runs, so `descore --help` answers at once.
 """
@@ -34,13 +34,33 @@ def _add_score_command(commands) -> None:
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory (save_pretrained)")
     parser.add_argument("--no-think", action="store_true", help="score without generating a CoT (one prefill)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the rubric's (4096 for descore)")
     parser.add_argument("--sample", action="store_true", help="sample the CoT instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_score)
+
+
+def _add_convert_command(commands) -> None:
+    parser = commands.add_parser("convert", help="import checkpoints from elsewhere")
+    sources = parser.add_subparsers(dest="source", required=True)
+    official = sources.add_parser("official", help="the authors' release: a Qwen3-VL folder and rm_head.pth")
+    official.add_argument("--model", required=True, help="their Hugging Face folder (tokenizer with <Reward>)")
+    official.add_argument("--rm-head", required=True, help="their rm_head.pth (read with weights_only=True)")
+    official.add_argument("--out", required=True, help="the DeScore checkpoint to write")
+    official.add_argument(
+        "--instruction-file", help="the instruction they trained with, {prompt} where the prompt goes"
+    )
+    official.set_defaults(run=run_convert_official)
+
+
+def run_convert_official(args: argparse.Namespace) -> None:
+    from .convert import convert_official
+
+    out = convert_official(args.model, args.rm_head, args.out, args.instruction_file)
+    print(f"wrote {out}: score with  descore score VIDEO --prompt TEXT --model {out}")
 
 
 def _add_demo_command(commands) -> None:
@@ -69,7 +89,7 @@ def _add_eval_command(commands) -> None:
     parser.add_argument("--video-root", default=None, help="GenAI-Bench: folder the video paths are relative to")
     parser.add_argument("--label-column", default=None, help="VideoGen CSV: label column (default Overall)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the rubric's (4096 for descore)")
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals")
     parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_eval)
@@ -213,7 +233,7 @@ def _score_inputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
 
 
 def run_score(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or args.max_new_tokens < 1:
+    if args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
         raise CommandError("--batch-size and --max-new-tokens must be at least 1")
     videos, prompts = _score_inputs(args)
     from .modeling import DeScoreModel, read_config
@@ -256,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_eval_command(commands)
     _add_train_command(commands)
     _add_annotate_command(commands)
+    _add_convert_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)
     from .errors import DeScoreInputError

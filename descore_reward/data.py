@@ -6,7 +6,7 @@ This project's JSONL schema, one pair per line (paths relative to the JSONL file
      "label": "A",                                   # "A", "B" or "tie"
      "dimension_labels": {"object": "A", "dynamics": "tie"},            # optional, any of the five
      "cot_a": "...", "cot_b": "...",                                   # optional pre-collected CoTs
-     "scores_a": {"object": 5, ...}, "scores_b": {...}}                # optional sub-scores 1..5
+     "scores_a": {"subject": 2, ...}, "scores_b": {...}}               # optional sub-scores (stage 2)
 
 Also read: the VideoAlign / VideoGen-RewardBench CSV (`path_A, path_B, prompt, VQ, MQ, TA[, Overall]`,
 labels `A` / `B` / `same`, paths relative to the CSV) and GenAI-Bench video rows (`prompt,
@@ -17,15 +17,17 @@ two are ties), as JSONL or parquet. Every problem is reported with its file and 
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import DeScoreInputError
-from .prompts import DIMENSIONS, MAX_SCORE, MIN_SCORE
+from .rubrics import RUBRICS
 from .video import Video, VideoSampling, load_video
 
 LABELS = {"A": 1, "B": -1, "tie": 0}
@@ -54,8 +56,8 @@ class PreferencePair:
     dimension_labels: dict[str, str] = field(default_factory=dict)
     cot_a: str | None = None
     cot_b: str | None = None
-    scores_a: dict[str, int] | None = None
-    scores_b: dict[str, int] | None = None
+    scores_a: dict[str, int | str] | None = None
+    scores_b: dict[str, int | str] | None = None
     source: str = ""  # "file:row", for messages
 
     @property
@@ -64,16 +66,16 @@ class PreferencePair:
         return LABELS[self.label]
 
 
-def _check_scores(value, where: str, name: str, problems: list[str]) -> dict[str, int] | None:
+def _check_scores(value, where: str, name: str, problems: list[str]) -> dict[str, int | str] | None:
+    """Sub-scores in the scale of a built-in rubric (`rubrics.py`); the stage-2 trainer checks them
+    against its model's own rubric."""
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) != set(DIMENSIONS):
-        problems.append(f"{where}: {name} must map each of {list(DIMENSIONS)} to an integer")
+    reasons = {rubric: RUBRICS[rubric]().check_truth(value) for rubric in RUBRICS}
+    if all(reasons.values()):
+        explained = "; ".join(f"as {rubric}: {reason}" for rubric, reason in reasons.items())
+        problems.append(f"{where}: {name} fits no rubric's scale ({explained})")
         return None
-    for dimension, score in value.items():
-        if isinstance(score, bool) or not isinstance(score, int) or not MIN_SCORE <= score <= MAX_SCORE:
-            problems.append(f"{where}: {name}[{dimension!r}] = {score!r}, expected an integer {MIN_SCORE}..{MAX_SCORE}")
-            return None
     return dict(value)
 
 
@@ -311,6 +313,111 @@ def read_genai_bench(
             )
         )
     return _validated(pairs, problems, check_files)
+
+
+OFFICIAL_GSB = {"A": "A", "B": "B", "same": "tie"}
+OFFICIAL_VERDICTS = {"video 1 is better": "A", "video 2 is better": "B"}
+_PROMPT_PATTERNS = (
+    re.compile(r'prompt[^:\n"]{0,40}:\s*"(.+?)"', re.IGNORECASE | re.DOTALL),
+    re.compile(r'prompt[^:\n"]{0,40}:\s*(.+?)\s*(?:\n|$)', re.IGNORECASE),
+    re.compile(r'"([^"\n]{3,})"'),
+)
+
+
+def prompt_from_problem(problem: str, template: str | None = None) -> str | None:
+    """The generation prompt inside one of the authors' `problem` texts: matched against `template`
+    (their instruction with `{prompt}`) when given, else found after "prompt:" or in double quotes."""
+    text = problem.replace("<video>", "").strip()
+    if template is not None:
+        before, _, after = template.replace("<video>", "").strip().partition("{prompt}")
+        found = re.fullmatch(re.escape(before) + r"(.+?)" + re.escape(after), text, re.DOTALL)
+        return found.group(1).strip() if found else None
+    for pattern in _PROMPT_PATTERNS:
+        found = pattern.search(text)
+        if found and found.group(1).strip():
+            return found.group(1).strip()
+    return None
+
+
+def read_official_csv(
+    path: str | Path, template: str | None = None, check_files: bool = True
+) -> tuple[list[PreferencePair], int]:
+    """The authors' stage-1 CSV (`videos`, `problem`, `CoT_A`, `CoT_B`, `GSB` in A / B / same / invalid)
+    or stage-2 CSV (`videos`, `problem`, `answer` holding `<answer>` JSON with `video_1_scores`,
+    `video_2_scores`, `gsb_result`). `videos` is a Python list literal of the two paths (relative to
+    the file). Returns the pairs and how many `invalid` rows were skipped; bad rows are reported."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file")
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        columns = set(reader.fieldnames or [])
+        stage = 1 if "GSB" in columns else 2
+        needed = {"videos", "problem", "CoT_A", "CoT_B", "GSB"} if stage == 1 else {"videos", "problem", "answer"}
+        if not needed <= columns:
+            raise DataError([f"{path}: missing column(s) {sorted(needed - columns)}; found {sorted(columns)}"])
+        rows = list(enumerate(reader, start=2))  # row 1 is the header
+    pairs, problems, skipped = [], [], 0
+    for row, record in rows:
+        where = f"{path}:{row}"
+        try:
+            videos = ast.literal_eval(record["videos"])
+        except (ValueError, SyntaxError):
+            videos = None
+        if not (isinstance(videos, (list, tuple)) and len(videos) == 2 and all(isinstance(v, str) for v in videos)):
+            problems.append(f"{where}: videos must be a list of two paths, got {record['videos'][:80]!r}")
+            continue
+        prompt = prompt_from_problem(record["problem"], template)
+        if prompt is None:
+            problems.append(f"{where}: cannot find the prompt in problem; pass the instruction template")
+            continue
+        pair = PreferencePair(
+            id=f"{path.stem}-{row}",
+            prompt=prompt,
+            video_a=path.parent / videos[0],
+            video_b=path.parent / videos[1],
+            label="tie",
+            source=where,
+        )
+        if stage == 1:
+            if record["GSB"].strip() == "invalid":
+                skipped += 1
+                continue
+            pair.label = OFFICIAL_GSB.get(record["GSB"].strip(), record["GSB"])
+            pair.cot_a, pair.cot_b = record["CoT_A"], record["CoT_B"]
+        else:
+            answer = re.search(r"<answer>(.*?)(?:</answer>|$)", record["answer"], re.DOTALL)
+            try:
+                value = json.loads(answer.group(1).strip().strip("`").removeprefix("json")) if answer else None
+            except ValueError:
+                value = None
+            if not isinstance(value, dict) or not {"video_1_scores", "video_2_scores"} <= set(value):
+                problems.append(f"{where}: answer must hold <answer> JSON with video_1_scores and video_2_scores")
+                continue
+            verdict = str(value.get("gsb_result", "")).strip().lower().rstrip(".")
+            pair.label = OFFICIAL_VERDICTS.get(verdict, "tie")  # an undecided pair trains GRPO, not BT
+            pair.scores_a = _check_scores(value["video_1_scores"], where, "video_1_scores", problems)
+            pair.scores_b = _check_scores(value["video_2_scores"], where, "video_2_scores", problems)
+        pairs.append(pair)
+    return _validated(pairs, problems, check_files), skipped
+
+
+def read_pairs(path: str | Path, label_column: str | None = None, template: str | None = None) -> list[PreferencePair]:
+    """Training pairs from this project's JSONL, the authors' stage-1 or stage-2 CSV (`template`: their
+    instruction, to find the prompt in `problem`), or a VideoAlign / VideoGen-RewardBench CSV."""
+    path = Path(path)
+    if path.suffix != ".csv":
+        return read_jsonl(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file")
+    with path.open(newline="", encoding="utf-8") as file:
+        header = next(csv.reader(file), [])
+    if {"videos", "problem"} <= set(header):
+        pairs, skipped = read_official_csv(path, template)
+        if skipped:
+            print(f"{path}: skipped {skipped} row(s) labelled invalid")
+        return pairs
+    return read_videoalign_csv(path, label_column)
 
 
 class PairDataset(torch.utils.data.Dataset):

@@ -24,6 +24,10 @@ from .training.cold_start import ColdStartConfig, train
 
 MARKER = "scores.jsonl"
 DEMO_COT_TOKENS = 24  # a tiny random writer: longer CoTs only cost time
+# A short instruction of the demo's own (the `descore` answer format stays): a 2-layer model learns
+# faster from a short prompt. `instruction_file` is how a user would give the authors' wording.
+DEMO_INSTRUCTION = 'Judge how well this video follows the prompt "{prompt}". Reason, then answer.'
+
 DEMO_SAMPLING = dict(fps=4.0, max_pixels_per_frame=64 * 64, max_total_pixels=64 * 64 * 16)
 
 
@@ -46,7 +50,9 @@ def run(out: Path, seed: int = 0) -> list[dict]:
     build_tiny_backbone(out / "backbone", seed=seed, text=dict(hidden_size=64, intermediate_size=128))
 
     print("[3/4] stage 1: cold start with the Bradley-Terry loss and random CoT masking (full fine-tune)")
+    atomic_write_text(out / "instruction.txt", DEMO_INSTRUCTION)
     config = ColdStartConfig(
+        instruction_file=str(out / "instruction.txt"),
         model=str(out / "backbone"),
         train_data=str(train_data),
         eval_data=str(eval_data),

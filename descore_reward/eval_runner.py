@@ -67,7 +67,7 @@ def check_output_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"{out}: exists and is not a folder; expected an output folder")
     if out.is_dir() and not (out / RUN_FILE).is_file():
-        ours = [name for name in REPORT_FILES if (out / name).exists()] + sorted(p.name for p in out.glob("scores-*"))
+        ours = [name for name in REPORT_FILES if (out / name).exists()]  # what a run rewrites
         if ours:
             raise OutputFolderError(
                 f"{out}: holds {', '.join(ours)} but no {RUN_FILE}, so descore eval did not write them; "
@@ -250,7 +250,7 @@ def evaluate(
     video_root: str | None = None,
     label_column: str | None = None,
     batch_size: int = 8,
-    max_new_tokens: int = 512,
+    max_new_tokens: int | None = None,
     bootstrap: int = 0,
     name: str | None = None,
     dtype=None,

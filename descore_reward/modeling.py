@@ -2,8 +2,8 @@
 
 Sequence scored (paper section 3.2)::
 
-    [chat(video, instruction(prompt)) ; cot ; <reward>]      think mode and stage-1 training
-    [chat(video, instruction(prompt)) ; <reward>]            fast mode (the masked-CoT path)
+    [chat(video, rubric.instruction(prompt)) ; cot ; <reward>]    think mode and stage-1 training
+    [chat(video, rubric.instruction(prompt)) ; <reward>]          fast mode (the masked-CoT path)
 
 The reward is `head(h)`, `h` the backbone's last-layer hidden state at the `<reward>` position.
 `<reward>` is a special token added to the tokenizer; its embedding is a separate trainable float32
@@ -30,7 +30,7 @@ from .atomic import atomic_directory
 from .errors import CheckpointError
 from .generation import PrivateSampler
 from .losses import rao_kupper_probabilities
-from .prompts import instruction, parse_cot
+from .rubrics import get_rubric
 from .video import Video, VideoSampling, VideoSource, check_video_file, load_video
 
 CONFIG_NAME = "descore_config.json"
@@ -49,23 +49,34 @@ class DeScoreConfig:
     reward_token: the query token appended after the CoT.
     head_hidden_size: None for a linear head (default); an int for a two-layer GELU MLP. The paper
         says only "a regression head", so this is a choice.
+    head_bias: whether the linear head has a bias. Off, as the authors': the Bradley-Terry loss sees
+        only reward differences, so it cannot train one.
     tie_theta: Rao-Kupper theta (> 1) when the model was trained with ties; `compare` then also
         returns P(A>B), P(tie), P(B>A).
     sampling: how videos are sampled and sized for the backbone.
+    rubric: the instruction, answer format and rule rewards (`rubrics.py`): "descore" or "likert5".
+    instruction_template: the instruction text with `{prompt}`; None takes the rubric's built-in
+        wording, and a saved checkpoint always records the text, so it keeps scoring with its own.
     """
 
     backbone: str = "Qwen/Qwen3-VL-8B-Instruct"
     reward_token: str = "<reward>"
     head_hidden_size: int | None = None
+    head_bias: bool = False
     tie_theta: float | None = None
     sampling: VideoSampling = field(default_factory=VideoSampling)
+    rubric: str = "descore"
+    instruction_template: str | None = None
+
+    def __post_init__(self):
+        get_rubric(self.rubric, self.instruction_template)  # an unknown name or a template without {prompt}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> DeScoreConfig:
-        values = dict(values)
+        values = {**LEGACY_CHECKPOINT, **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -77,13 +88,17 @@ class DeScoreConfig:
         return cls(**values)
 
 
+# What a checkpoint written before these fields existed was trained with.
+LEGACY_CHECKPOINT = {"rubric": "likert5", "head_bias": True}
+
+
 class RewardHead(nn.Module):
     """Maps the `<reward>` hidden state `(B, hidden)` to a scalar reward `(B,)`."""
 
-    def __init__(self, hidden_size: int, head_hidden_size: int | None = None):
+    def __init__(self, hidden_size: int, head_hidden_size: int | None = None, bias: bool = False):
         super().__init__()
         if head_hidden_size is None:
-            self.layers = nn.Linear(hidden_size, 1)
+            self.layers = nn.Linear(hidden_size, 1, bias=bias)
         else:
             self.layers = nn.Sequential(
                 nn.Linear(hidden_size, head_hidden_size), nn.GELU(), nn.Linear(head_hidden_size, 1)
@@ -95,12 +110,14 @@ class RewardHead(nn.Module):
 
 @dataclass
 class ScoreResult:
-    """The score of one video: scalar reward, and when thinking, the CoT and its parsed sub-scores."""
+    """The score of one video: scalar reward, and when thinking, the CoT and what its answer says
+    (sub-scores, and the overall score when the rubric has one)."""
 
     reward: float
     cot: str | None = None
     reasoning: str | None = None
-    scores: dict[str, int] | None = None
+    scores: dict[str, int | str] | None = None
+    overall: float | None = None
     video: str | None = None
 
     def to_dict(self) -> dict:
@@ -137,7 +154,8 @@ class DeScoreModel(nn.Module):
             embeddings = backbone.get_input_embeddings()
         hidden_size = backbone.config.get_text_config().hidden_size
         self.reward_embedding = nn.Parameter(embeddings.weight.detach().float().mean(0).clone())
-        self.head = RewardHead(hidden_size, config.head_hidden_size).to(self.reward_embedding.device)
+        self.head = RewardHead(hidden_size, config.head_hidden_size, config.head_bias).to(self.reward_embedding.device)
+        self.rubric = get_rubric(config.rubric, config.instruction_template)
         self._hook = embeddings.register_forward_hook(self._put_reward_embedding)
         video_processor = processor.video_processor
         factor = video_processor.patch_size * video_processor.merge_size
@@ -216,7 +234,8 @@ class DeScoreModel(nn.Module):
         adapter if any, and with `include_backbone` (full fine-tunes) the backbone and processor."""
         if include_backbone and isinstance(self.backbone, PeftModel):
             raise ValueError("include_backbone=True with a LoRA adapter: merge it first, or save only the adapter")
-        config = dataclasses.replace(self.config, backbone=BACKBONE_DIR) if include_backbone else self.config
+        config = dataclasses.replace(self.config, instruction_template=self.rubric.instruction_template)
+        config = dataclasses.replace(config, backbone=BACKBONE_DIR) if include_backbone else config
         with atomic_directory(path, marker=CONFIG_NAME) as staging:
             save_file(self.scoring_state(), staging / SCORING_WEIGHTS_NAME)
             if isinstance(self.backbone, PeftModel):  # the trained adapter only (stage 2 also holds a reference)
@@ -305,7 +324,8 @@ class DeScoreModel(nn.Module):
 
     def chat_prefix(self, prompt: str) -> str:
         """The chat text up to the start of the assistant's answer, with one video placeholder."""
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": instruction(prompt)}]}]
+        text = self.rubric.instruction(prompt)
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def prepare_inputs(
@@ -369,23 +389,30 @@ class DeScoreModel(nn.Module):
         prompts: str | Sequence[str],
         think: bool = True,
         batch_size: int = 8,
-        max_new_tokens: int = 512,
+        max_new_tokens: int | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        repetition_penalty: float | None = None,
         generation_kwargs: dict | None = None,
     ) -> list[ScoreResult]:
         """Score videos. With `think`, generate a CoT then score it from the generation's KV cache;
         without, score `[video ; prompt ; <reward>]` in one prefill. Every video is checked before the
-        backbone runs; files are decoded batch by batch, so memory holds one batch of frames."""
+        backbone runs; files are decoded batch by batch, so memory holds one batch of frames.
+        `max_new_tokens` and `repetition_penalty` default to the rubric's (4,096 and 1.05 for `descore`)."""
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
             raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         videos = self.check_videos(videos)
-        generation = dict(max_new_tokens=max_new_tokens, **(generation_kwargs or {}), do_sample=False)
+        generation = dict(
+            max_new_tokens=max_new_tokens or self.rubric.max_new_tokens,
+            repetition_penalty=repetition_penalty or self.rubric.repetition_penalty,
+            **(generation_kwargs or {}),
+            do_sample=False,
+        )
         if do_sample:  # from a generator of its own: the global ones are neither drawn from nor rewound
             generation["logits_processor"] = LogitsProcessorList([PrivateSampler(temperature, top_p, seed)])
         results = []
@@ -466,8 +493,8 @@ class DeScoreModel(nn.Module):
         results = []
         for row, video in enumerate(videos):
             cot = self.processor.tokenizer.decode(generated[row, : cot_length[row]], skip_special_tokens=True)
-            parsed = parse_cot(cot)
-            results.append(ScoreResult(rewards[row], cot, parsed.reasoning, parsed.scores, video.name))
+            answer = self.rubric.parse(cot)
+            results.append(ScoreResult(rewards[row], cot, answer.reasoning, answer.scores, answer.overall, video.name))
         return results
 
     def compare(

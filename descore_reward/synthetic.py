@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import PreferencePair, write_jsonl
-from .prompts import DIMENSIONS, format_cot
+from .rubrics import get_rubric
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
@@ -61,20 +61,35 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     return path
 
 
-def oracle_scores(shown: Scene, asked: Scene) -> dict[str, int]:
-    """Sub-scores 1..5 a perfect judge gives video `shown` for the prompt of `asked`."""
+def oracle_scores(shown: Scene, asked: Scene, rubric: str = "descore") -> dict[str, int | str]:
+    """Sub-scores a perfect judge gives video `shown` for the prompt of `asked`, in `rubric`'s scale."""
     wrong = (shown.color != asked.color) + (shown.shape != asked.shape)
-    return {
-        "object": 5 - 2 * wrong,
-        "dynamics": 5 if shown.direction == asked.direction else 1,
-        "environment": 5,
-        "style": 5,
-        "camera_movement": 5,
-    }
+    moves_right = shown.direction == asked.direction
+    if rubric == "likert5":
+        return {
+            "object": 5 - 2 * wrong,
+            "dynamics": 5 if moves_right else 1,
+            "environment": 5,
+            "style": 5,
+            "camera_movement": 5,
+        }
+    # The prompts ask for a still camera and a grey background, and say nothing of style.
+    return {"subject": 2 - wrong, "dynamics": 2 if moves_right else 0, "camera": 2, "environment": 2, "style": "N/A"}
 
 
-def oracle_cot(shown: Scene, asked: Scene) -> str:
-    """A CoT a perfect judge writes: what the video shows against what the prompt asks, then scores."""
+def oracle_overall(scores: dict[str, int | str]) -> float:
+    """The `descore` rubric's overall score for sub-scores whose secondary dimensions are all 2 or N/A."""
+    primaries = sorted((scores["subject"], scores["dynamics"]))
+    return {(2, 2): 5.0, (1, 2): 3.5, (0, 2): 2.5, (0, 1): 2.2, (1, 1): 3.0, (0, 0): 1.5}[tuple(primaries)]
+
+
+def quality(scores: dict[str, int | str], rubric: str = "descore") -> float:
+    """How good a video is by its oracle sub-scores: the overall score, or the likert5 total."""
+    return oracle_overall(scores) if rubric == "descore" else float(sum(scores.values()))
+
+
+def oracle_cot(shown: Scene, asked: Scene, rubric: str = "descore") -> str:
+    """A CoT a perfect judge writes: what the video shows against what the prompt asks, then its answer."""
     motion = "stays still" if shown.direction == "still" else f"moves {shown.direction}"
     asked_motion = "stay still" if asked.direction == "still" else f"move {asked.direction}"
     object_verdict = "as asked" if (shown.color, shown.shape) == (asked.color, asked.shape) else "which is wrong"
@@ -84,7 +99,9 @@ def oracle_cot(shown: Scene, asked: Scene) -> str:
         f"{object_verdict}. The shape {motion}; it should {asked_motion}, {motion_verdict}. "
         "The grey background and the still camera match the prompt."
     )
-    return format_cot(reasoning, oracle_scores(shown, asked))
+    scores = oracle_scores(shown, asked, rubric)
+    overall = oracle_overall(scores) if rubric == "descore" else None
+    return get_rubric(rubric).format_answer(reasoning, scores, overall)
 
 
 def _violate(scene: Scene, rng: np.random.Generator, violations: tuple[str, ...]) -> Scene:
@@ -108,12 +125,14 @@ def make_pairs(
     frames: int = 16,
     size: int = 64,
     fps: int = 8,
+    rubric: str = "descore",
 ) -> list[PreferencePair]:
     """`count` preference pairs with videos written under `folder/videos` (one MP4 per distinct scene).
 
     The winner shows the prompted scene, the loser changes one or more of the attributes named in
     `violations`; with probability `tie_rate` both are equally wrong (a tie). A and B order is random.
-    Every pair carries oracle CoTs, sub-scores and per-dimension labels. Deterministic in `seed`.
+    Every pair carries oracle CoTs, sub-scores and per-dimension labels in `rubric`'s format and scale.
+    Deterministic in `seed`.
     """
     rng = np.random.default_rng(seed)
     folder = Path(folder)
@@ -131,19 +150,20 @@ def make_pairs(
         if rng.random() < tie_rate:
             first = _violate(asked, rng, violations)
             second = _violate(asked, rng, violations)
-            while second == first or oracle_scores(second, asked) != oracle_scores(first, asked):
+            while second == first or oracle_scores(second, asked, rubric) != oracle_scores(first, asked, rubric):
                 second = _violate(asked, rng, violations)  # a different, equally wrong video
             shown = [first, second]
         else:
             shown = [asked, _violate(asked, rng, violations)]
             if rng.random() < 0.5:
                 shown.reverse()
-        scores = [oracle_scores(scene, asked) for scene in shown]
-        totals = [sum(s.values()) for s in scores]
+        scores = [oracle_scores(scene, asked, rubric) for scene in shown]
+        totals = [quality(s, rubric) for s in scores]
         label = "tie" if totals[0] == totals[1] else ("A" if totals[0] > totals[1] else "B")
         dimension_labels = {
             d: "tie" if scores[0][d] == scores[1][d] else ("A" if scores[0][d] > scores[1][d] else "B")
-            for d in DIMENSIONS
+            for d in scores[0]
+            if scores[0][d] != "N/A"
         }
         pairs.append(
             PreferencePair(
@@ -153,8 +173,8 @@ def make_pairs(
                 video_b=video_of(shown[1]),
                 label=label,
                 dimension_labels=dimension_labels,
-                cot_a=oracle_cot(shown[0], asked),
-                cot_b=oracle_cot(shown[1], asked),
+                cot_a=oracle_cot(shown[0], asked, rubric),
+                cot_b=oracle_cot(shown[1], asked, rubric),
                 scores_a=scores[0],
                 scores_b=scores[1],
                 source=f"synthetic:{index}",

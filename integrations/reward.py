@@ -96,7 +96,7 @@ class DeScoreReward:
         input_fps: float | None = None,
         on_error: str = "raise",
         fill_value: float = 0.0,
-        max_new_tokens: int = 512,
+        max_new_tokens: int | None = None,
         fps: float | None = None,
     ):
         if fps is not None:

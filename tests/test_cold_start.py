@@ -83,11 +83,27 @@ def test_masked_sequences_lose_their_cot_tokens(tiny_model, small_data):
     bare = tiny_model.prepare_inputs(videos, prompts)["attention_mask"].sum(1)
     dropped = total = 0
     for step in range(50):
-        cots_a, cots_b = masked_cots(pairs, 0.25, (0, 0, step))
+        cots_a, cots_b = masked_cots(pairs, 0.25, (0, 0, step), per="sequence")
         lengths = tiny_model.prepare_inputs(videos, prompts, cots_a + cots_b)["attention_mask"].sum(1)
         dropped += int((lengths == bare).sum())
         total += len(lengths)
     assert abs(dropped / total - 0.25) < 0.05
+
+
+def test_masks_are_drawn_per_pair_at_the_rate_and_differ_between_processes(small_data):
+    from descore_reward.data import read_jsonl
+
+    pairs = read_jsonl(small_data[0])[:8]
+    dropped = []
+    for step in range(200):
+        cots_a, cots_b = masked_cots(pairs, 0.5, (0, 0, step, 0))
+        assert [a is None for a in cots_a] == [b is None for b in cots_b], "both videos of a pair share the draw"
+        dropped += [a is None for a in cots_a]
+    assert abs(sum(dropped) / len(dropped) - 0.5) < 0.04
+    per_rank = [masked_cots(pairs, 0.5, (0, 0, 7, rank))[0] for rank in (0, 1)]
+    assert per_rank[0] != per_rank[1], "each process draws its own masks"
+    cots_a, cots_b = masked_cots(pairs, 0.5, (0, 0, 3, 0), per="sequence")
+    assert [a is None for a in cots_a] != [b is None for b in cots_b], "per sequence, the sides draw apart"
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, tmp_path):

@@ -138,3 +138,61 @@ def test_wrong_typed_fields_are_named_with_their_row(tmp_path, field, value):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(DataError, match=rf"{path.name}:2: {field} must"):
         read_jsonl(path)
+
+
+def test_the_authors_stage_one_csv(tmp_path, capsys):
+    import csv as csv_module
+
+    from descore_reward.data import read_official_csv, read_pairs
+
+    pairs = make_pairs(tmp_path, 3, seed=0)
+    template = 'You judge AI videos. <video> The text prompt is: "{prompt}". Think, then answer.'
+    rows = []
+    for pair, gsb in zip(pairs, ["A", "same", "invalid"]):
+        videos = [str(pair.video_a.relative_to(tmp_path)), str(pair.video_b.relative_to(tmp_path))]
+        problem = template.replace("{prompt}", pair.prompt)
+        rows.append({"videos": repr(videos), "problem": problem, "CoT_A": "a", "CoT_B": "b", "GSB": gsb})
+    rows.append({"videos": "['only-one.mp4']", "problem": "no quotes here", "CoT_A": "", "CoT_B": "", "GSB": "A"})
+    path = tmp_path / "stage1.csv"
+    with path.open("w", newline="") as file:
+        writer = csv_module.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(DataError, match=r"stage1.csv:5: videos must be a list of two paths"):
+        read_official_csv(path, template)
+    rows.pop()
+    with path.open("w", newline="") as file:
+        writer = csv_module.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    read, skipped = read_official_csv(path, template)
+    assert skipped == 1 and [p.label for p in read] == ["A", "tie"]
+    assert [p.prompt for p in read] == [p.prompt for p in pairs[:2]], "the raw prompt comes back out of problem"
+    assert read[0].cot_a == "a" and read[0].video_a == pairs[0].video_a
+    assert [p.prompt for p in read_pairs(path)] == [p.prompt for p in pairs[:2]], "found in quotes without a template"
+    assert "skipped 1 row(s) labelled invalid" in capsys.readouterr().out
+
+
+def test_the_authors_stage_two_csv(tmp_path):
+    import csv as csv_module
+
+    from descore_reward.data import read_official_csv
+
+    pair = make_pairs(tmp_path, 1, seed=1)[0]
+    scores_1 = {"subject": 2, "dynamics": "1", "camera": "N/A", "environment": 2, "style": 0}
+    scores_2 = {"subject": 0, "dynamics": 0, "camera": "N/A", "environment": 1, "style": 0}
+    answer = json.dumps({"video_1_scores": scores_1, "video_2_scores": scores_2, "gsb_result": "Video 1 is better"})
+    videos = [str(pair.video_a.relative_to(tmp_path)), str(pair.video_b.relative_to(tmp_path))]
+    path = tmp_path / "stage2.csv"
+    with path.open("w", newline="") as file:
+        writer = csv_module.writer(file)
+        writer.writerow(["videos", "problem", "answer"])
+        writer.writerow([repr(videos), f'<video> Prompt: "{pair.prompt}"', f"<answer>{answer}</answer>"])
+        writer.writerow([repr(videos), f'<video> Prompt: "{pair.prompt}"', "<answer>{not json</answer>"])
+    with pytest.raises(DataError, match=r"stage2.csv:3: answer must hold"):
+        read_official_csv(path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n")
+    (read,), skipped = read_official_csv(path)
+    assert skipped == 0 and read.label == "A" and read.prompt == pair.prompt
+    assert read.scores_a == scores_1 and read.scores_b == scores_2

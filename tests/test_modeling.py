@@ -117,7 +117,8 @@ def test_compare_with_ties(make_model):
 def test_save_and_load_round_trip(make_model, tmp_path):
     model = make_model(seed=1)
     with torch.no_grad():
-        model.head.layers.bias.fill_(0.25)
+        model.reward_embedding.add_(0.25)
+        model.head.layers.weight.mul_(2.0)
     before = [r.reward for r in model.score(two_videos(), PROMPTS, think=False)]
     model.save_pretrained(tmp_path / "ckpt", include_backbone=True)
     loaded = DeScoreModel.from_pretrained(tmp_path / "ckpt")

@@ -175,13 +175,16 @@ def test_training_runs_logs_and_resumes_exactly(stage1, tmp_path):
     assert math.isfinite(final.score([video], "a red square", think=False)[0].reward)
 
 
-def test_stage_two_data_needs_sub_scores(stage1, tmp_path):
+def test_stage_two_data_needs_sub_scores_in_the_models_rubric(stage1, tmp_path):
     from descore_reward.data import read_jsonl, write_jsonl
 
+    likert = make_dataset(tmp_path / "likert", 2, seed=0, rubric="likert5")
+    with pytest.raises(ValueError, match="the model's rubric is 'descore'"):
+        train(rl_config(stage1, tmp_path, train_data=str(likert)))
     pairs = read_jsonl(stage1[1])
     pairs[1].scores_b = None
     write_jsonl(pairs, stage1[1].parent / "no_scores.jsonl")
-    with pytest.raises(ValueError, match="scores_a and scores_b"):
+    with pytest.raises(ValueError, match=r"no_scores.jsonl:2: scores_b missing \(stage 2 needs ground-truth"):
         train(rl_config(stage1, tmp_path, train_data=str(stage1[1].parent / "no_scores.jsonl")))
 
 
@@ -226,8 +229,10 @@ def test_rl_raises_rollout_reward_and_format_rate(tmp_path):
 
     build_tiny_backbone(tmp_path / "backbone", seed=0, text=dict(hidden_size=64, intermediate_size=128))
     torch.manual_seed(0)
-    model = DeScoreModel.from_backbone(tmp_path / "backbone", DeScoreConfig(sampling=TINY_SAMPLING), seed=0)
-    data = make_dataset(tmp_path / "data", 32, seed=0)
+    # The likert5 rubric: its short answer is one a tiny writer can learn in a few steps.
+    config = DeScoreConfig(sampling=TINY_SAMPLING, rubric="likert5")
+    model = DeScoreModel.from_backbone(tmp_path / "backbone", config, seed=0)
+    data = make_dataset(tmp_path / "data", 32, seed=0, rubric="likert5")
     pairs = read_jsonl(data)
     torch.manual_seed(0)
     supervised_warm_up(model, pairs, steps=100)
@@ -243,8 +248,7 @@ def test_rl_raises_rollout_reward_and_format_rate(tmp_path):
         learning_rate=1e-3,
         kl_beta=0.04,
         lora_rank=16,
-        length_minimum=8,
-        length_band_low=16,
+        length_levels=[[8, 0.5], [16, 1.0], [384, 0.5], [640, 0.0]],
         report_to=None,
     )
     probe = pairs[:8]
@@ -260,3 +264,28 @@ def test_rl_raises_rollout_reward_and_format_rate(tmp_path):
         format_before,
         format_after,
     )
+
+
+def test_each_rollout_is_judged_against_its_own_video():
+    """Rewards follow the rollout rows (video-major); any permutation within the step changes them."""
+    from descore_reward.rubrics import DeScoreRubric
+    from descore_reward.training.rl import rule_rewards
+
+    rubric = DeScoreRubric()
+    truths = [
+        {"subject": 2, "dynamics": 2, "camera": 2, "environment": 2, "style": 2},
+        {"subject": 0, "dynamics": 0, "camera": 0, "environment": 0, "style": 0},
+        {"subject": 1, "dynamics": 1, "camera": 1, "environment": 1, "style": 1},
+    ]
+    group = 2
+    texts, expected = [], []
+    for video, truth in enumerate(truths):
+        for rollout in range(group):
+            right = rollout + group * video  # how many dimensions this rollout gets right: 0 to 5
+            guess = {d: (v if d in list(truth)[:right] else "N/A") for d, v in truth.items()}
+            texts.append(rubric.format_answer(f"video {video}, rollout {rollout}", guess, 3.0))
+            expected.append(0.1 + 0.7 * right / 5)
+    rewards, terms = rule_rewards(rubric, texts, [10] * len(texts), truths, group, rubric.rewards)
+    assert rewards.tolist() == pytest.approx(expected)
+    assert len(set(expected)) == len(expected), "every rollout's reward differs, so a permutation shows"
+    assert terms["format"].tolist() == [1.0] * len(texts)

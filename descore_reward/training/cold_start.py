@@ -26,7 +26,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
-from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_jsonl, read_videoalign_csv
+from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
 from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
@@ -41,12 +41,21 @@ class ColdStartConfig:
     """Stage-1 settings. Values the paper lost are choices, marked so.
 
     model: a VLM id or path (a fresh head is added), or a DeScore checkpoint to continue from.
-    train_data / eval_data: this project's JSONL, or a VideoAlign CSV (`.csv`, labels from `label_column`).
-    p_mask: probability of dropping a sequence's CoT (lost in the paper; 0.5 is a choice).
+    train_data / eval_data: this project's JSONL, the authors' stage-1 CSV (columns `videos`, `problem`,
+        `CoT_A`, `CoT_B`, `GSB`), or a VideoAlign CSV (labels from `label_column`).
+    rubric / instruction_file: the new model's rubric ("descore" or "likert5") and, optionally, a text
+        file with its instruction (a `{prompt}` placeholder), e.g. the authors' exact wording.
+    head_bias: a bias in the linear head (off, as the authors': BT cannot train one).
+    p_mask: probability of dropping the CoT (0.5, as the authors). mask_per: "pair" (both videos of a
+        pair keep or drop it together, as the authors) or "sequence" (each video draws its own).
     loss: "bt" (pairs labelled tie are skipped) or "rao_kupper" (ties used, `tie_theta`).
     lora: LoRA on the language model (rank 64 as in the paper); False for a full fine-tune.
     adapt_vision: LoRA on the vision tower too; in a full fine-tune, whether the vision tower trains.
-    learning_rate: lost in the paper; 1e-4 (LoRA) is a choice. head_learning_rate: None = the same.
+    train_vision: train the vision tower and merger fully, beside LoRA on the language model (the
+        authors' recipe).
+    learning_rate: 1e-4 (LoRA) is this library's choice; the authors train every group at 2e-6.
+        head_learning_rate: None = the same.
+    lr_scheduler: "cosine" (after warm-up) or "constant_with_warmup" (the authors').
     batch_size: effective pairs per optimizer step (32 in the paper), reached by accumulating
         `micro_batch_size` pairs per process.
     max_steps: stop after this many optimizer steps (None: `epochs` full passes).
@@ -57,10 +66,14 @@ class ColdStartConfig:
     output_dir: str
     eval_data: str | None = None
     label_column: str | None = None
+    rubric: str = "descore"
+    instruction_file: str | None = None
     p_mask: float = 0.5
+    mask_per: str = "pair"
     loss: str = "bt"
     tie_theta: float = 5.0
     head_hidden_size: int | None = None
+    head_bias: bool = False
     sampling: dict = field(default_factory=dict)
     lora: bool = True
     lora_rank: int = 64
@@ -70,6 +83,7 @@ class ColdStartConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     adapt_vision: bool = False
+    train_vision: bool = False
     learning_rate: float = 1e-4
     head_learning_rate: float | None = None
     weight_decay: float = 0.01
@@ -78,6 +92,7 @@ class ColdStartConfig:
     epochs: int = 2
     max_steps: int | None = None
     warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
@@ -98,24 +113,31 @@ class ColdStartConfig:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a positive multiple of micro_batch_size {self.micro_batch_size}"
             )
+        if self.mask_per not in ("pair", "sequence"):
+            raise ValueError(f"mask_per must be 'pair' or 'sequence', got {self.mask_per!r}")
+        if self.lr_scheduler not in ("cosine", "constant_with_warmup"):
+            raise ValueError(f"lr_scheduler must be 'cosine' or 'constant_with_warmup', got {self.lr_scheduler!r}")
+        if self.instruction_file is not None and not Path(self.instruction_file).is_file():
+            raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
 
 
-def read_pairs(path: str, label_column: str | None = None) -> list[PreferencePair]:
-    """Read training pairs from JSONL, or from a VideoAlign / VideoGen-RewardBench CSV."""
-    return read_videoalign_csv(path, label_column) if Path(path).suffix == ".csv" else read_jsonl(path)
-
-
 def cot_mask(count: int, p_mask: float, key: tuple[int, ...]) -> list[bool]:
-    """Which of `count` sequences drop their CoT (True = dropped), drawn from `key` (seed, epoch,
-    batch) alone, so that a resumed run draws the same masks."""
+    """Which of `count` draws drop their CoT (True = dropped), drawn from `key` (seed, epoch, batch,
+    process) alone, so that a resumed run draws the same masks and each process its own."""
     return (np.random.default_rng(key).random(count) < p_mask).tolist()
 
 
-def masked_cots(pairs: list[PreferencePair], p_mask: float, key: tuple[int, ...]) -> tuple[list, list]:
-    """The CoTs of the A and B videos, each dropped (None) with probability `p_mask`."""
-    masks = cot_mask(2 * len(pairs), p_mask, key)
+def masked_cots(
+    pairs: list[PreferencePair], p_mask: float, key: tuple[int, ...], per: str = "pair"
+) -> tuple[list, list]:
+    """The CoTs of the A and B videos, dropped (None) with probability `p_mask`: once per pair (both
+    videos together) or once per sequence."""
+    if per == "pair":
+        masks = cot_mask(len(pairs), p_mask, key) * 2
+    else:
+        masks = cot_mask(2 * len(pairs), p_mask, key)
     cots_a = [None if masked else pair.cot_a for pair, masked in zip(pairs, masks[: len(pairs)])]
     cots_b = [None if masked else pair.cot_b for pair, masked in zip(pairs, masks[len(pairs) :])]
     return cots_a, cots_b
@@ -126,10 +148,14 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
     if (Path(config.model) / CONFIG_NAME).is_file():
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
     else:
+        template = Path(config.instruction_file).read_text(encoding="utf-8") if config.instruction_file else None
         descore_config = DeScoreConfig(
             head_hidden_size=config.head_hidden_size,
+            head_bias=config.head_bias,
             tie_theta=config.tie_theta if config.loss == "rao_kupper" else None,
             sampling=VideoSampling(**config.sampling),
+            rubric=config.rubric,
+            instruction_template=template,
         )
         model = DeScoreModel.from_backbone(config.model, descore_config, seed=config.seed)
     if config.lora and not isinstance(model.backbone, PeftModel):  # a loaded checkpoint keeps its adapter
@@ -139,6 +165,8 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
     elif not config.lora:
         model.backbone.requires_grad_(True)
         model.language_backbone.visual.requires_grad_(config.adapt_vision)
+    if config.train_vision:  # the vision tower and its merger, fully
+        model.language_backbone.visual.requires_grad_(True)
     if config.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.backbone.enable_input_require_grads()
@@ -187,11 +215,12 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_cosine_schedule_with_warmup
+    from transformers import get_scheduler
 
     output_dir = Path(config.output_dir)
-    train_pairs = read_pairs(config.train_data, config.label_column)  # every problem reported up front
-    eval_pairs = read_pairs(config.eval_data, config.label_column) if config.eval_data else []
+    template = Path(config.instruction_file).read_text(encoding="utf-8") if config.instruction_file else None
+    train_pairs = read_pairs(config.train_data, config.label_column, template)  # every problem reported up front
+    eval_pairs = read_pairs(config.eval_data, config.label_column, template) if config.eval_data else []
     if config.loss == "bt" and not any(p.human for p in train_pairs):
         raise ValueError(f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs")
     accelerator = Accelerator(
@@ -226,7 +255,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
 
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, round(config.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
@@ -260,8 +289,8 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
         for batch in epoch_batches(state["epoch"], state["batches_done"]):
             state["batches_done"] += 1
             last_of_step = state["batches_done"] % accumulation == 0 or state["batches_done"] == batches_per_epoch
-            key = (config.seed, state["epoch"], state["batches_done"])
-            cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, key)
+            key = (config.seed, state["epoch"], state["batches_done"], accelerator.process_index)
+            cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, key, config.mask_per)
             labels = torch.tensor([p.human for p in batch.pairs], device=accelerator.device)
             with contextlib.nullcontext() if last_of_step else accelerator.no_sync(model):
                 reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)

@@ -1,7 +1,7 @@
 """Stage 2, dual-objective RL (paper section 3.2): GRPO on the CoT plus an auxiliary BT loss.
 
 Each step takes `pairs_per_step` human pairs. Both videos of every pair get `group_size` sampled
-CoTs. Every rollout earns a rule-based reward (`rollout_rewards`), normalised within its group into
+CoTs. Every rollout earns its rubric's rule-based reward (`rubrics.py`), normalised within its group into
 an advantage. One forward pass over `[video ; prompt ; cot ; <reward>]` then gives both the CoT
 tokens' log-probabilities (for GRPO) and the `<reward>` hidden state (for BT: the i-th rollout of
 the winner against the i-th of the loser). `L = grpo_coefficient * L_GRPO + bt_coefficient * L_BT`.
@@ -31,11 +31,11 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
-from ..data import PreferencePair, read_jsonl
+from ..data import DataError, PreferencePair, read_pairs
 from ..losses import labelled_bradley_terry_loss
-from ..modeling import ADAPTER_DIR, DeScoreModel
+from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
 from ..plots import plot_curves
-from ..rollout_rewards import RolloutRewardConfig, rollout_reward
+from ..rubrics import RolloutRewardConfig, Rubric, get_rubric
 from ..video import load_video
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from .distributed import average_gradients, finish_trackers, step_seed
@@ -44,7 +44,8 @@ from .distributed import average_gradients, finish_trackers, step_seed
 @dataclass
 class RLConfig:
     """Stage-2 settings. The paper gives the loss coefficients (1.0, 0.005) and 65 steps with rollout
-    batch 128; group size, clipping, KL weight, learning rate and the rule weights were lost: choices.
+    batch 128; the rest comes from the authors' release where it says (`examples/configs/rl_paper.yaml`).
+    The rule rewards are the model's rubric's (`rubrics.py`); each field set here replaces its default.
 
     model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
     pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
@@ -76,13 +77,11 @@ class RLConfig:
     max_grad_norm: float = 1.0
     lora_rank: int = 64
     lora_alpha: int | None = None
-    format_weight: float = 1.0
-    quality_weight: float = 1.0
-    length_weight: float = 0.5
-    length_minimum: int = 16
-    length_band_low: int = 64
-    length_band_high: int = 384
-    length_decay: int = 256
+    format_weight: float | None = None
+    quality_weight: float | None = None
+    length_weight: float | None = None
+    length_unit: str | None = None
+    length_levels: list | None = None
     seed: int = 0
     log_every: int = 1
     save_every: int = 10
@@ -99,16 +98,13 @@ class RLConfig:
         if self.micro_batch_pairs is not None and self.micro_batch_pairs < 1:
             raise ValueError(f"micro_batch_pairs must be at least 1 (or None), got {self.micro_batch_pairs}")
 
-    def rewards(self) -> RolloutRewardConfig:
-        return RolloutRewardConfig(
-            self.format_weight,
-            self.quality_weight,
-            self.length_weight,
-            self.length_minimum,
-            self.length_band_low,
-            self.length_band_high,
-            self.length_decay,
-        )
+    def rewards(self, rubric: Rubric) -> RolloutRewardConfig:
+        """The rule rewards: the rubric's defaults (the authors' for `descore`) with any field set here."""
+        fields = ("format_weight", "quality_weight", "length_weight", "length_unit", "length_levels")
+        chosen = {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+        if "length_levels" in chosen:
+            chosen["length_levels"] = tuple(tuple(level) for level in chosen["length_levels"])
+        return dataclasses.replace(rubric.rewards, **chosen)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -280,13 +276,7 @@ def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RL
     }
     tokenizer = model.processor.tokenizer
     texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(generated, cot_length.tolist())]
-    rule_config = config.rewards()
-    scored = [
-        rollout_reward(t, n, truths[i // group], rule_config)
-        for i, (t, n) in enumerate(zip(texts, cot_length.tolist()))
-    ]
-    rewards = torch.tensor([total for total, _ in scored])
-    terms = {name: torch.tensor([t[name] for _, t in scored]) for name in ("format", "quality", "length")}
+    rewards, terms = rule_rewards(model.rubric, texts, cot_length.tolist(), truths, group, config.rewards(model.rubric))
     labels = torch.tensor([p.human for p in pairs]).repeat_interleave(group)
     return Rollouts(
         sequence=sequence,
@@ -298,6 +288,26 @@ def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RL
         advantages=group_advantages(rewards, group).to(generated.device),
         labels=labels.to(generated.device),
     )
+
+
+def rule_rewards(
+    rubric: Rubric,
+    texts: list[str],
+    token_counts: list[int],
+    truths: list[dict],
+    group_size: int,
+    config: RolloutRewardConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Rule rewards `(N,)` and each term `(N,)` of rollouts in video-major order: row i is rollout
+    `i % group_size` of video `i // group_size`, judged against that video's truth and nothing else."""
+    scored = [
+        rubric.rollout_reward(text, tokens, truths[row // group_size], config)
+        for row, (text, tokens) in enumerate(zip(texts, token_counts, strict=True))
+    ]
+    rewards = torch.tensor([total for total, _ in scored])
+    return rewards, {
+        name: torch.tensor([terms[name] for _, terms in scored]) for name in ("format", "quality", "length")
+    }
 
 
 def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -370,18 +380,27 @@ def policy_update(
     }
 
 
+def check_truths(pairs: list[PreferencePair], rubric_name: str) -> None:
+    """Every pair carries `scores_a` and `scores_b` in the rubric's scale; else `DataError` listing each row."""
+    rubric = get_rubric(rubric_name)
+    problems = []
+    for pair in pairs:
+        for name in ("scores_a", "scores_b"):
+            truth = getattr(pair, name)
+            problem = "missing (stage 2 needs ground-truth sub-scores)" if truth is None else rubric.check_truth(truth)
+            if problem:
+                problems.append(f"{pair.source}: {name} {problem} (the model's rubric is {rubric.name!r})")
+    if problems:
+        raise DataError(problems)
+
+
 def train(config: RLConfig, stop_after: int | None = None) -> dict:
     """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state."""
     from accelerate import Accelerator
 
     output_dir = Path(config.output_dir)
-    pairs = read_jsonl(config.train_data)
-    lacking = [p.source for p in pairs if p.scores_a is None or p.scores_b is None]
-    if lacking:
-        raise ValueError(
-            f"stage 2 needs scores_a and scores_b (ground-truth sub-scores) on every pair; missing at "
-            f"{lacking[:10]}{' ...' if len(lacking) > 10 else ''}"
-        )
+    pairs = read_pairs(config.train_data)  # JSONL, or the authors' stage-2 CSV
+    check_truths(pairs, read_config(config.model).rubric)  # before the model loads
     accelerator = Accelerator(log_with=config.report_to, project_dir=str(output_dir))
     torch.manual_seed(config.seed)
     model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
