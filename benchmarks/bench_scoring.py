@@ -2,10 +2,12 @@
 
 (a) think-then-score / CoT generation alone (target <= 1.05), beside the naive path that generates and
     then re-runs the whole `[video ; prompt ; cot ; <reward>]` sequence;
-(b) fast mode (no CoT) speed-up over think mode;
+(b) fast mode (no CoT) speed-up over think mode, at `--cot-tokens` and at a realistic `descore` CoT
+    length (`--long-cot-tokens`, 512);
 (c) throughput of one batch of 8 over 8 single calls (fast and think).
 
-    python benchmarks/bench_scoring.py [--device cuda] [--dtype bfloat16] [--cot-tokens 128] [--repeats 3]
+    python benchmarks/bench_scoring.py [--device cuda] [--dtype bfloat16] [--cot-tokens 128]
+        [--long-cot-tokens 512] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--cot-tokens", type=int, default=128)
+    parser.add_argument("--long-cot-tokens", type=int, default=512, help="a realistic descore CoT length")
     parser.add_argument("--batch-cot-tokens", type=int, default=32, help="CoT length for the batching figure")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -89,7 +92,10 @@ def main() -> None:
 
     def generate_only(batch=videos[:1], tokens=args.cot_tokens):
         inputs = model.prepare_inputs(batch, [prompt] * len(batch), append_reward_token=False)
-        return inputs, model.generate_cots(inputs, max_new_tokens=tokens, min_new_tokens=tokens)
+        penalty = model.rubric.repetition_penalty  # as `score` decodes
+        return inputs, model.generate_cots(
+            inputs, max_new_tokens=tokens, min_new_tokens=tokens, repetition_penalty=penalty
+        )
 
     def naive():
         inputs, (generated, _, _) = generate_only()
@@ -120,6 +126,7 @@ def main() -> None:
         cases = {
             "generate": lambda: generate_only(),
             "think": lambda: think(),
+            "think_long": lambda: think(tokens=args.long_cot_tokens),
             "naive": naive,
             "fast": lambda: fast(),
             "fast_batch8": lambda: fast(videos),
@@ -136,7 +143,10 @@ def main() -> None:
         print(f"  {name:14s} median {value:8.3f} s   ({', '.join(f'{v:.3f}' for v in times[name])})")
     print(f"(a) think-then-score / generation alone: {t['think'] / t['generate']:.3f}   (target <= 1.05)")
     print(f"    naive generate + re-forward / generation alone: {t['naive'] / t['generate']:.3f}")
-    print(f"(b) fast mode speed-up over think mode: {t['think'] / t['fast']:.1f}x")
+    print(
+        f"(b) fast mode speed-up over think mode: {t['think'] / t['fast']:.1f}x at {args.cot_tokens} CoT tokens, "
+        f"{t['think_long'] / t['fast']:.1f}x at {args.long_cot_tokens}"
+    )
     print(
         f"(c) batch of 8 vs 8 single calls, throughput: fast {t['fast_single8'] / t['fast_batch8']:.2f}x, "
         f"think ({args.batch_cot_tokens} CoT tokens) {t['think_single8'] / t['think_batch8']:.2f}x"

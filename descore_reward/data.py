@@ -40,6 +40,9 @@ class DataError(DeScoreInputError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(problems[0])
+            return
         shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
         super().__init__(f"{len(problems)} problem(s) in the data:\n  {shown}")
 

@@ -198,14 +198,15 @@ class DeScoreModel(nn.Module):
         """Load a checkpoint written by `save_pretrained`."""
         path = Path(path)
         config = read_config(path)
+        weights = path / SCORING_WEIGHTS_NAME
+        scoring_state = _read_scoring_state(weights)  # a damaged checkpoint fails before the backbone loads
         if (path / config.backbone).is_dir():  # a local backbone is recorded by absolute path from here on
             config = dataclasses.replace(config, backbone=str((path / config.backbone).resolve()))
         backbone, processor = _load_backbone(config.backbone, dtype, trust_remote_code)
         model = cls(backbone, processor, config)
         if (path / ADAPTER_DIR).is_dir():
             model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=is_trainable)
-        weights = path / SCORING_WEIGHTS_NAME
-        model.load_scoring_state(_read_scoring_state(weights), source=str(weights))
+        model.load_scoring_state(scoring_state, source=str(weights))
         return model.to(device or backbone.device)
 
     def scoring_state(self) -> dict[str, torch.Tensor]:

@@ -67,7 +67,7 @@ def test_demo_runs_offline_and_refuses_foreign_folders(demo_run, tmp_path):
 
     follow_up = shlex.split(result.stdout.strip().splitlines()[-1])
     assert follow_up[:2] == ["descore", "score"]
-    again = descore(*follow_up[2:], "--json")
+    again = descore(*follow_up[1:], "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["reward"] == pytest.approx(rows[0]["reward"], abs=1e-4), "same numbers as the demo"
     (tmp_path / "mine").mkdir()

@@ -72,3 +72,17 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "grpo: 2 steps" in trained.stdout
     assert load_file(tmp_path / "grpo" / "lora" / "pytorch_lora_weights.safetensors")
+
+
+def test_every_shipped_training_config_loads():
+    from descore_reward.training.cold_start import ColdStartConfig
+    from descore_reward.training.config import load_config
+    from descore_reward.training.rl import RLConfig
+
+    for name, cls in [
+        ("cold_start_qwen3_vl_8b.yaml", ColdStartConfig),
+        ("cold_start_paper.yaml", ColdStartConfig),
+        ("rl_qwen3_vl_8b.yaml", RLConfig),
+        ("rl_paper.yaml", RLConfig),
+    ]:
+        load_config(cls, EXAMPLES / "configs" / name)

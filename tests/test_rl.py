@@ -289,3 +289,58 @@ def test_each_rollout_is_judged_against_its_own_video():
     assert rewards.tolist() == pytest.approx(expected)
     assert len(set(expected)) == len(expected), "every rollout's reward differs, so a permutation shows"
     assert terms["format"].tolist() == [1.0] * len(texts)
+
+
+def test_dual_clip_and_token_mean_match_an_independent_computation():
+    generator = torch.Generator().manual_seed(2)
+    n, length = 4, 6
+    logprobs = -torch.rand(n, length, generator=generator) * 2
+    old = logprobs - 1.5  # ratios of e^1.5 = 4.5: past the dual clip of 3 where advantages are negative
+    ref = logprobs + 0.1
+    advantages = torch.tensor([1.0, -1.0, 0.5, -2.0])
+    lengths = [6, 2, 4, 3]
+    mask = torch.arange(length)[None] < torch.tensor(lengths)[:, None]
+    loss, _ = grpo_loss(logprobs, old, ref, advantages, mask, 0.2, 0.3, 0.01, 3.0, "token_mean")
+    terms = []
+    lp, op, rp = logprobs.tolist(), old.tolist(), ref.tolist()
+    for i in range(n):
+        for t in range(lengths[i]):
+            ratio = math.exp(lp[i][t] - op[i][t])
+            a = advantages[i].item()
+            objective = min(ratio * a, min(max(ratio, 0.8), 1.3) * a)
+            if a < 0:
+                objective = max(objective, 3.0 * a)
+            kl = math.exp(rp[i][t] - lp[i][t]) - (rp[i][t] - lp[i][t]) - 1
+            terms.append(-objective + 0.01 * kl)
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    plain, _ = grpo_loss(logprobs, old, ref, advantages, mask, 0.2, 0.3, 0.01, None, "token_mean")
+    assert plain.item() > loss.item(), "the dual clip caps the loss of negative advantages"
+
+
+def test_mini_batches_each_take_an_optimizer_step(stage1, tmp_path):
+    from descore_reward.data import read_jsonl
+
+    pairs = read_jsonl(stage1[1])[:2]
+    config = rl_config(stage1, tmp_path, mini_batch_pairs=1, loss_aggregation="token_mean", dual_clip=3.0)
+    torch.manual_seed(0)
+    model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+    rollouts = sample_rollouts(model, pairs, config)
+    optimizer = torch.optim.AdamW(model.optimizer_groups(1e-3))
+    stats = policy_update(model, optimizer, rollouts, config)
+    steps = {int(state["step"]) for state in optimizer.state.values()}
+    assert steps == {2}, "two mini-batches of one pair: two optimizer updates"
+    assert math.isfinite(stats["loss"]) and 0.0 <= stats["clip_fraction"] <= 1.0
+
+
+def test_full_fine_tune_against_a_frozen_copy(stage1, tmp_path):
+    config = rl_config(stage1, tmp_path / "full", lora=False, steps=2, loss_aggregation="token_mean")
+    train(config)
+    before = DeScoreModel.from_pretrained(config.model)
+    after = DeScoreModel.from_pretrained(tmp_path / "full" / "final")
+    assert (tmp_path / "full" / "final" / "backbone").is_dir() and not (
+        tmp_path / "full" / "final" / "adapter"
+    ).exists()
+    old_weights, new_weights = dict(before.backbone.named_parameters()), dict(after.backbone.named_parameters())
+    moved = [n for n in old_weights if "language_model" in n and not torch.equal(old_weights[n], new_weights[n])]
+    assert moved, "the language model trained"
+    assert all(torch.equal(old_weights[n], new_weights[n]) for n in old_weights if "visual" in n), "vision frozen"

@@ -49,7 +49,16 @@ class RLConfig:
 
     model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
     pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
-    micro_batch_pairs: pairs whose rollouts go through one forward and backward of the update (gradients
+    lora: train a LoRA adapter (the reference is the stage-1 model reached by switching adapters), or
+        False for a full fine-tune of the language model (the authors'; the reference is a frozen copy
+        of the stage-1 model, a second model in memory). The vision tower stays frozen either way.
+    loss_aggregation: "sequence_mean" (each response's tokens averaged, then responses, as TRL's grpo)
+        or "token_mean" (every token of the mini-batch alike, the authors').
+    clip_eps_low / clip_eps_high: the ratio's clip range; dual_clip: with negative advantages, the loss
+        is capped at `dual_clip * |A|` (the authors use 3.0); None: no cap.
+    mini_batch_pairs: pairs per optimizer update: the rollout batch is gone through once (per
+        `updates_per_batch`) in mini-batches of this many pairs, each its own update; None: one update.
+    micro_batch_pairs: pairs whose rollouts go through one forward and backward of an update (gradients
     accumulate over them; the same update as one pass, in less memory); None: all at once.
     head_learning_rate: the head and `<reward>` embedding are driven by the BT term alone, and AdamW's
     step does not shrink with `bt_coefficient`, so this (default: `learning_rate`) sets how fast they move.
@@ -69,8 +78,12 @@ class RLConfig:
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     kl_beta: float = 0.04
+    dual_clip: float | None = None
+    loss_aggregation: str = "sequence_mean"
     updates_per_batch: int = 1
+    mini_batch_pairs: int | None = None
     micro_batch_pairs: int | None = None
+    lora: bool = True
     learning_rate: float = 1e-5
     head_learning_rate: float | None = None
     weight_decay: float = 0.01
@@ -95,8 +108,13 @@ class RLConfig:
             )
         if self.pairs_per_step < 1 or self.steps < 1 or self.updates_per_batch < 1:
             raise ValueError("pairs_per_step, steps and updates_per_batch must be at least 1")
-        if self.micro_batch_pairs is not None and self.micro_batch_pairs < 1:
-            raise ValueError(f"micro_batch_pairs must be at least 1 (or None), got {self.micro_batch_pairs}")
+        for name in ("mini_batch_pairs", "micro_batch_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (or None), got {getattr(self, name)}")
+        if self.loss_aggregation not in ("sequence_mean", "token_mean"):
+            raise ValueError(f"loss_aggregation must be 'sequence_mean' or 'token_mean', got {self.loss_aggregation!r}")
+        if self.dual_clip is not None and self.dual_clip <= 1.0:
+            raise ValueError(f"dual_clip must be above 1 (or None), got {self.dual_clip}")
 
     def rewards(self, rubric: Rubric) -> RolloutRewardConfig:
         """The rule rewards: the rubric's defaults (the authors' for `descore`) with any field set here."""
@@ -124,21 +142,32 @@ def grpo_loss(
     eps_low: float,
     eps_high: float,
     beta: float,
+    dual_clip: float | None = None,
+    aggregation: str = "sequence_mean",
+    token_count: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped GRPO loss with a k3 KL penalty, averaged over each response's tokens, then responses.
+    """Clipped GRPO loss with a k3 KL penalty.
 
     logprobs / old_logprobs / ref_logprobs / mask: `(N, L)` per response token; advantages `(N,)`.
+    aggregation "sequence_mean": each response's tokens averaged, then the responses; "token_mean":
+    the sum over tokens divided by `token_count` (default: this batch's tokens; pass a mini-batch's
+    count when it is split into micro-batches). `dual_clip` caps the loss of negative advantages.
     """
     ratio = torch.exp(logprobs - old_logprobs)
     advantage = advantages[:, None]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.minimum(ratio * advantage, clipped * advantage)
+    if dual_clip is not None:
+        per_token = torch.where(advantage < 0, torch.minimum(per_token, -dual_clip * advantage), per_token)
     log_ratio_ref = ref_logprobs - logprobs
     kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1.0
     per_token = per_token + beta * kl
     mask = mask.to(per_token.dtype)
     tokens = mask.sum(1).clamp(min=1.0)
-    loss = ((per_token * mask).sum(1) / tokens).mean()
+    if aggregation == "token_mean":
+        loss = (per_token * mask).sum() / (token_count or mask.sum().clamp(min=1.0))
+    else:
+        loss = ((per_token * mask).sum(1) / tokens).mean()
     with torch.no_grad():
         was_clipped = ((ratio < 1.0 - eps_low) & (advantage < 0)) | ((ratio > 1.0 + eps_high) & (advantage > 0))
         stats = {
@@ -211,9 +240,23 @@ def reference_policy(model: DeScoreModel):
             yield
 
 
+@torch.no_grad()
+def reference_logprobs(model: DeScoreModel, reference: DeScoreModel | None, rollouts: Rollouts) -> torch.Tensor:
+    """The reference policy's CoT log-probs `(N, L)`: a frozen reference model, or the reference adapter."""
+    if reference is not None:
+        return sequence_logprobs_and_rewards(reference, rollouts)[0]
+    with reference_policy(model):
+        return sequence_logprobs_and_rewards(model, rollouts)[0]
+
+
 def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
-    """Give the stage-1 model a trainable adapter and a way to its reference; freeze the vision tower."""
-    if isinstance(model.backbone, PeftModel):
+    """Give the stage-1 model a trainable adapter and a way to its reference (or, with `lora` off, make
+    its language model trainable, a stage-1 adapter merged first); freeze the vision tower."""
+    if not config.lora:
+        if isinstance(model.backbone, PeftModel):
+            model.backbone = model.backbone.merge_and_unload()
+        model.backbone.requires_grad_(True)
+    elif isinstance(model.backbone, PeftModel):
         adapter = Path(config.model) / ADAPTER_DIR
         model.backbone.load_adapter(adapter, adapter_name="reference", is_trainable=False)
         model.backbone.set_adapter("default")
@@ -322,55 +365,69 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 
 def policy_update(
-    model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None
+    model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None, reference=None
 ) -> dict[str, float]:
-    """`updates_per_batch` optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one
-    rollout batch, in micro-batches of `micro_batch_pairs` pairs; with several processes, gradients are
-    averaged across them before each step. Returns the last update's statistics."""
-    micro_batches = [
-        select_rollouts(rollouts, rows)
-        for rows in pair_micro_batches(rollouts, config.group_size, config.micro_batch_pairs)
+    """Optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one rollout batch:
+    `updates_per_batch` passes over it in mini-batches of `mini_batch_pairs` pairs, one step each, each
+    step's gradients accumulated over micro-batches of `micro_batch_pairs` pairs; with several
+    processes, gradients are averaged across them before each step. `reference`: a frozen reference
+    model (full fine-tune); None switches to the reference adapter. Returns the last pass's statistics
+    (averaged over its mini-batches)."""
+    group = config.group_size
+    mini_batches = [
+        [select_rollouts(mini, rows) for rows in pair_micro_batches(mini, group, config.micro_batch_pairs)]
+        for mini in (
+            select_rollouts(rollouts, rows) for rows in pair_micro_batches(rollouts, group, config.mini_batch_pairs)
+        )
     ]
     with torch.no_grad():
-        old_logprobs = [sequence_logprobs_and_rewards(model, batch)[0] for batch in micro_batches]
-        with reference_policy(model):
-            ref_logprobs = [sequence_logprobs_and_rewards(model, batch)[0] for batch in micro_batches]
+        old_logprobs = [[sequence_logprobs_and_rewards(model, micro)[0] for micro in mini] for mini in mini_batches]
+        ref_logprobs = [[reference_logprobs(model, reference, micro) for micro in mini] for mini in mini_batches]
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    rows, decided = len(rollouts.texts), max(1, int((rollouts.labels != 0).sum()))
     for _ in range(config.updates_per_batch):
         totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "kl", "clip_fraction"), 0.0)
-        head_rewards = []
-        for batch, old, ref in zip(micro_batches, old_logprobs, ref_logprobs):
-            # Each term weighted by its share of the rollouts (GRPO) or of the decided pairs (BT): the sum
-            # over micro-batches is the loss of the whole batch.
-            grpo_share = len(batch.texts) / rows
-            bt_share = int((batch.labels != 0).sum()) / decided
-            logprobs, rewards = sequence_logprobs_and_rewards(model, batch)
-            policy_loss, stats = grpo_loss(
-                logprobs,
-                old,
-                ref,
-                batch.advantages,
-                batch.response_mask,
-                config.clip_eps_low,
-                config.clip_eps_high,
-                config.kl_beta,
-            )
-            bt_loss, _ = bt_on_rollouts(rewards, batch.labels)
-            loss = config.grpo_coefficient * grpo_share * policy_loss + config.bt_coefficient * bt_share * bt_loss
-            loss.backward()
-            head_rewards.append(rewards.detach())
-            totals["loss"] += loss.item()
-            totals["grpo_loss"] += grpo_share * policy_loss.item()
-            totals["bt_loss"] += bt_share * bt_loss.item()
-            totals["kl"] += grpo_share * stats["kl"]
-            totals["clip_fraction"] += grpo_share * stats["clip_fraction"]
-        average_gradients(accelerator, parameters)
-        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    sides = [reward.chunk(2) for reward in head_rewards]  # back to all A rows, then all B rows
-    head_accuracy = bt_on_rollouts(torch.cat([a for a, _ in sides] + [b for _, b in sides]), rollouts.labels)[1]
+        head_sides = ([], [])
+        for mini, olds, refs in zip(mini_batches, old_logprobs, ref_logprobs):
+            rows = sum(len(micro.texts) for micro in mini)
+            tokens = float(sum(micro.response_mask.sum() for micro in mini))
+            decided = max(1, sum(int((micro.labels != 0).sum()) for micro in mini))
+            for micro, old, ref in zip(mini, olds, refs):
+                # Each term weighted by its share of the mini-batch's rollouts (GRPO; token-mean divides by
+                # the mini-batch's tokens already) or decided pairs (BT): the sum over micro-batches is the
+                # loss of the whole mini-batch.
+                token_mean = config.loss_aggregation == "token_mean"
+                grpo_share = 1.0 if token_mean else len(micro.texts) / rows
+                bt_share = int((micro.labels != 0).sum()) / decided
+                logprobs, rewards = sequence_logprobs_and_rewards(model, micro)
+                policy_loss, stats = grpo_loss(
+                    logprobs,
+                    old,
+                    ref,
+                    micro.advantages,
+                    micro.response_mask,
+                    config.clip_eps_low,
+                    config.clip_eps_high,
+                    config.kl_beta,
+                    config.dual_clip,
+                    config.loss_aggregation,
+                    tokens if token_mean else None,
+                )
+                bt_loss, _ = bt_on_rollouts(rewards, micro.labels)
+                loss = config.grpo_coefficient * grpo_share * policy_loss + config.bt_coefficient * bt_share * bt_loss
+                loss.backward()
+                for side, values in zip(head_sides, rewards.detach().chunk(2)):
+                    side.append(values)
+                share, updates = len(micro.texts) / rows, len(mini_batches)
+                totals["loss"] += loss.item() / updates
+                totals["grpo_loss"] += grpo_share * policy_loss.item() / updates
+                totals["bt_loss"] += bt_share * bt_loss.item() / updates
+                totals["kl"] += share * stats["kl"] / updates
+                totals["clip_fraction"] += share * stats["clip_fraction"] / updates
+            average_gradients(accelerator, parameters)
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    head_accuracy = bt_on_rollouts(torch.cat([*head_sides[0], *head_sides[1]]), rollouts.labels)[1]
     return {
         **totals,
         "rollout_reward": float(rollouts.rewards.mean()),
@@ -405,6 +462,9 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     torch.manual_seed(config.seed)
     model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
+    reference = None
+    if not config.lora:  # a full fine-tune moves every weight: the reference is a frozen copy of stage 1
+        reference = DeScoreModel.from_pretrained(config.model).requires_grad_(False).eval().to(accelerator.device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
@@ -427,7 +487,7 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
         model.eval()
         rollouts = sample_rollouts(model, batch, config)
         model.train()
-        row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config, accelerator)}
+        row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config, accelerator, reference)}
         scheduler.step()
         state["step"] += 1
         state["history"].append(row)
@@ -441,7 +501,7 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
             save_checkpoint(output_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
     progress.close()
     if state["step"] >= config.steps and accelerator.is_main_process:
-        model.save_pretrained(output_dir / "final")
+        model.save_pretrained(output_dir / "final", include_backbone=not config.lora)
         atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
         names = ("rollout_reward", "format_rate", "head_pair_accuracy", "bt_loss", "kl", "clip_fraction")
         plot_curves(
