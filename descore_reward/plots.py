@@ -9,9 +9,9 @@ from pathlib import Path
 from .atomic import atomic_write_bytes
 
 
-def plot_curves(curves: dict[str, list[float]], path: str | Path, title: str) -> None:
-    """Draw each series of `curves` (name -> one value per step; NaN gaps allowed) in its own panel and
-    write the figure to `path` atomically."""
+def plot_curves(curves: dict[str, list[float] | tuple[list, list]], path: str | Path, title: str) -> None:
+    """Draw each series of `curves` (name -> one value per step from 1, or `(steps, values)`; NaN gaps
+    allowed) in its own panel and write the figure to `path` atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,8 +20,9 @@ def plot_curves(curves: dict[str, list[float]], path: str | Path, title: str) ->
     columns = min(3, len(curves))
     rows = math.ceil(len(curves) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, (name, values) in zip(axes.flat, curves.items()):
-        axis.plot(range(1, len(values) + 1), values)
+    for axis, (name, series) in zip(axes.flat, curves.items()):
+        steps, values = series if isinstance(series, tuple) else (range(1, len(series) + 1), series)
+        axis.plot(steps, values, marker="." if len(values) < 30 else None)
         axis.set(xlabel="step", title=name)
     for axis in list(axes.flat)[len(curves) :]:
         axis.set_visible(False)

@@ -344,3 +344,65 @@ def test_full_fine_tune_against_a_frozen_copy(stage1, tmp_path):
     moved = [n for n in old_weights if "language_model" in n and not torch.equal(old_weights[n], new_weights[n])]
     assert moved, "the language model trained"
     assert all(torch.equal(old_weights[n], new_weights[n]) for n in old_weights if "visual" in n), "vision frozen"
+
+
+def test_the_first_update_starts_at_ratio_one_and_samples_ignore_the_checkpoints_top_k(make_model, tmp_path):
+    """A stage-1 LoRA with dropout: old, reference and policy log-probs agree exactly before any step;
+    and rollouts come from the full distribution the log-probs are computed on, not the checkpoint's
+    top_k (1 here, which would make every rollout of a group the same)."""
+    from descore_reward.data import read_jsonl
+
+    stage1 = make_model(seed=2)
+    stage1.add_lora(rank=4, dropout=0.5)
+    stage1.backbone.generation_config.top_k = 1
+    stage1.save_pretrained(tmp_path / "stage1")
+    data = make_dataset(tmp_path / "data", 2, seed=0)
+    config = RLConfig(
+        model=str(tmp_path / "stage1"),
+        train_data=str(data),
+        output_dir=str(tmp_path / "rl"),
+        group_size=4,
+        max_new_tokens=6,
+        report_to=None,
+    )
+    model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+    torch.manual_seed(0)
+    rollouts = sample_rollouts(model, read_jsonl(data)[:1], config)
+    assert len(set(rollouts.texts[:4])) > 1, "the rollouts of one video differ"
+    model.train()
+    with torch.no_grad():
+        old = sequence_logprobs_and_rewards(model, rollouts)[0]
+        with reference_policy(model):
+            reference = sequence_logprobs_and_rewards(model, rollouts)[0]
+    policy = sequence_logprobs_and_rewards(model, rollouts)[0]
+    assert torch.equal(policy, old) and torch.equal(reference, old), "ratio exactly 1 at the first update"
+
+
+def test_masked_bt_moves_the_fast_mode_margin_the_labels_way(stage1, tmp_path):
+    from descore_reward.data import read_jsonl
+
+    pair = next(p for p in read_jsonl(stage1[1]) if p.human != 0)
+    config = rl_config(stage1, tmp_path, grpo_coefficient=0.0, bt_coefficient=0.0, masked_bt_coefficient=1.0)
+    torch.manual_seed(0)
+    model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+
+    def fast_margin():
+        a, b = model.score([pair.video_a, pair.video_b], pair.prompt, think=False)
+        return (a.reward - b.reward) * pair.human
+
+    before = fast_margin()
+    rollouts = sample_rollouts(model, [pair], config)
+    optimizer = torch.optim.SGD(model.optimizer_groups(1e-2), lr=1e-2)
+    for _ in range(3):
+        stats = policy_update(model, optimizer, rollouts, config)
+    assert stats["masked_bt_loss"] > 0 and fast_margin() > before
+
+
+def test_stage_two_evaluates_held_out_pairs_in_think_and_fast_mode(stage1, tmp_path):
+    config = rl_config(stage1, tmp_path / "rl", eval_data=str(stage1[1]), eval_every=2, steps=3)
+    state = train(config)
+    assert [row["step"] for row in state["evaluations"]] == [0, 2, 3]
+    for row in state["evaluations"]:
+        for mode in ("think", "fast"):
+            assert 0.0 <= row[f"eval_{mode}_accuracy"] <= 1.0 and 0.0 <= row[f"eval_{mode}_accuracy_with_ties"] <= 1.0
+    assert (tmp_path / "rl" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..data import DataError, PreferencePair, read_pairs
+from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
 from ..plots import plot_curves
@@ -60,8 +61,15 @@ class RLConfig:
         `updates_per_batch`) in mini-batches of this many pairs, each its own update; None: one update.
     micro_batch_pairs: pairs whose rollouts go through one forward and backward of an update (gradients
     accumulate over them; the same update as one pass, in less memory); None: all at once.
-    head_learning_rate: the head and `<reward>` embedding are driven by the BT term alone, and AdamW's
-    step does not shrink with `bt_coefficient`, so this (default: `learning_rate`) sets how fast they move.
+    head_learning_rate: the head and `<reward>` embedding are driven by the BT terms alone, and AdamW's
+    step does not shrink with `bt_coefficient` (measured: 5e-5, 5e-3 and 0.5 move the head alike), so
+    this (default: `learning_rate`), not the coefficient, sets how fast they move.
+    masked_bt_coefficient: weight of a BT term on the CoT-masked sequences `[video ; prompt ; <reward>]`
+        of each pair (one extra forward, no generation). Stage-2 BT otherwise only scores sequences with
+        a CoT, so fast mode, which the diffusion integrations use, drifts; this keeps it calibrated. On
+        (0.005) here, off in `rl_paper.yaml` (the authors' recipe has no such term).
+    eval_data / eval_every: held-out pairs whose accuracy (with and without ties) is measured every
+        `eval_every` steps in think mode (the policy's greedy CoT, scored by the head) and fast mode.
     """
 
     model: str
@@ -72,9 +80,10 @@ class RLConfig:
     steps: int = 65
     max_new_tokens: int = 512
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: float = 1.0  # below 1, rollouts come from a truncated distribution the log-probs do not renormalise
     grpo_coefficient: float = 1.0
     bt_coefficient: float = 0.005
+    masked_bt_coefficient: float = 0.005
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     kl_beta: float = 0.04
@@ -95,6 +104,8 @@ class RLConfig:
     length_weight: float | None = None
     length_unit: str | None = None
     length_levels: list | None = None
+    eval_data: str | None = None
+    eval_every: int = 10
     seed: int = 0
     log_every: int = 1
     save_every: int = 10
@@ -197,6 +208,7 @@ class Rollouts:
     terms: dict[str, torch.Tensor]  # each rule term (N,)
     advantages: torch.Tensor  # (N,)
     labels: torch.Tensor  # (pairs * group_size,) human label of each A/B rollout pair
+    temperature: float = 1.0  # the sampling temperature: log-probs are of the distribution sampled from
 
 
 def pair_micro_batches(rollouts: Rollouts, group_size: int, pairs_per_batch: int | None) -> list[torch.Tensor]:
@@ -222,6 +234,7 @@ def select_rollouts(rollouts: Rollouts, rows: torch.Tensor) -> Rollouts:
         terms={name: term[rows] for name, term in rollouts.terms.items()},
         advantages=rollouts.advantages[rows],
         labels=rollouts.labels[rows[: len(rows) // 2]],
+        temperature=rollouts.temperature,
     )
 
 
@@ -265,6 +278,9 @@ def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
     for name, parameter in model.backbone.named_parameters():
         if "visual" in name:
             parameter.requires_grad_(False)
+    for module in model.backbone.modules():  # no LoRA dropout: the old, reference and policy passes must agree
+        for adapter in getattr(module, "lora_dropout", {}):
+            module.lora_dropout[adapter] = torch.nn.Identity()
     return model.train()
 
 
@@ -273,7 +289,7 @@ def sequence_logprobs_and_rewards(model: DeScoreModel, rollouts: Rollouts) -> tu
     hidden = model.language_backbone(**rollouts.sequence).last_hidden_state  # (N, P + L + 1, hidden)
     length = rollouts.response_mask.shape[1]
     start = rollouts.prompt_length
-    logits = model.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + length - 1]).float()
+    logits = model.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + length - 1]).float() / rollouts.temperature
     targets = rollouts.sequence["input_ids"][:, start : start + length]
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
     return logprobs, model.head(hidden[:, -1].float())
@@ -302,6 +318,7 @@ def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RL
         do_sample=True,
         temperature=config.temperature,
         top_p=config.top_p,
+        top_k=0,  # not the checkpoint's generation default (20 for Qwen3-VL): the log-probs are full-softmax
         max_new_tokens=config.max_new_tokens,
     )
     length = generated.shape[1]
@@ -330,6 +347,7 @@ def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RL
         terms=terms,
         advantages=group_advantages(rewards, group).to(generated.device),
         labels=labels.to(generated.device),
+        temperature=config.temperature,
     )
 
 
@@ -364,6 +382,25 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return labelled_bradley_terry_loss(reward_a, reward_b, labels), accuracy
 
 
+def masked_rewards(model: DeScoreModel, rollouts: Rollouts, group_size: int) -> torch.Tensor:
+    """Rewards `(V,)` of `[video ; prompt ; <reward>]` (the CoT masked) for each video of `rollouts`,
+    A videos then B videos: the prompt rows of each group with `<reward>` appended, one forward."""
+    rows = torch.arange(0, len(rollouts.texts), group_size, device=rollouts.advantages.device)
+    sequence, prompt = rollouts.sequence, rollouts.prompt_length
+    reward_column = torch.full_like(sequence["input_ids"][rows, :1], model.reward_token_id)
+    masked = {
+        "input_ids": torch.cat([sequence["input_ids"][rows, :prompt], reward_column], dim=1),
+        "attention_mask": torch.cat([sequence["attention_mask"][rows, :prompt], torch.ones_like(reward_column)], 1),
+        "mm_token_type_ids": torch.cat(
+            [sequence["mm_token_type_ids"][rows, :prompt], torch.zeros_like(reward_column)], 1
+        ),
+        "video_grid_thw": sequence["video_grid_thw"][rows],
+        "mm_encoder_outputs": {"video": select_video_features(sequence["mm_encoder_outputs"]["video"], rows.tolist())},
+    }
+    hidden = model.language_backbone(**masked).last_hidden_state[:, -1]
+    return model.head(hidden.float())
+
+
 def policy_update(
     model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None, reference=None
 ) -> dict[str, float]:
@@ -385,12 +422,13 @@ def policy_update(
         ref_logprobs = [[reference_logprobs(model, reference, micro) for micro in mini] for mini in mini_batches]
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for _ in range(config.updates_per_batch):
-        totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "kl", "clip_fraction"), 0.0)
+        totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "masked_bt_loss", "kl", "clip_fraction"), 0.0)
         head_sides = ([], [])
         for mini, olds, refs in zip(mini_batches, old_logprobs, ref_logprobs):
             rows = sum(len(micro.texts) for micro in mini)
             tokens = float(sum(micro.response_mask.sum() for micro in mini))
             decided = max(1, sum(int((micro.labels != 0).sum()) for micro in mini))
+            decided_pairs = max(1, sum(int((micro.labels[::group] != 0).sum()) for micro in mini))
             for micro, old, ref in zip(mini, olds, refs):
                 # Each term weighted by its share of the mini-batch's rollouts (GRPO; token-mean divides by
                 # the mini-batch's tokens already) or decided pairs (BT): the sum over micro-batches is the
@@ -414,6 +452,12 @@ def policy_update(
                 )
                 bt_loss, _ = bt_on_rollouts(rewards, micro.labels)
                 loss = config.grpo_coefficient * grpo_share * policy_loss + config.bt_coefficient * bt_share * bt_loss
+                masked_bt = torch.zeros(())
+                if config.masked_bt_coefficient:
+                    pair_labels = micro.labels[::group]
+                    masked_bt, _ = bt_on_rollouts(masked_rewards(model, micro, group), pair_labels)
+                    masked_share = int((pair_labels != 0).sum()) / decided_pairs
+                    loss = loss + config.masked_bt_coefficient * masked_share * masked_bt
                 loss.backward()
                 for side, values in zip(head_sides, rewards.detach().chunk(2)):
                     side.append(values)
@@ -421,6 +465,8 @@ def policy_update(
                 totals["loss"] += loss.item() / updates
                 totals["grpo_loss"] += grpo_share * policy_loss.item() / updates
                 totals["bt_loss"] += bt_share * bt_loss.item() / updates
+                if config.masked_bt_coefficient:
+                    totals["masked_bt_loss"] += masked_share * masked_bt.item() / updates
                 totals["kl"] += share * stats["kl"] / updates
                 totals["clip_fraction"] += share * stats["clip_fraction"] / updates
             average_gradients(accelerator, parameters)
@@ -435,6 +481,48 @@ def policy_update(
         "format_rate": float(rollouts.terms["format"].mean()),
         "head_pair_accuracy": head_accuracy,
     }
+
+
+@torch.no_grad()
+def evaluate_policy(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> dict[str, float]:
+    """Held-out pair accuracy, with and without ties, in think mode (the policy's greedy CoT scored by
+    the head) and fast mode (the CoT masked)."""
+    was_training = model.training
+    model.eval()
+    videos = [p.video_a for p in pairs] + [p.video_b for p in pairs]
+    prompts = [p.prompt for p in pairs] * 2
+    metrics = {}
+    for mode, think in (("think", True), ("fast", False)):
+        rewards = [r.reward for r in model.score(videos, prompts, think=think, max_new_tokens=config.max_new_tokens)]
+        margins = np.asarray(rewards[: len(pairs)]) - np.asarray(rewards[len(pairs) :])
+        result = preference_metrics([p.human for p in pairs], margins)
+        metrics[f"eval_{mode}_accuracy"] = result["accuracy_without_ties"]
+        metrics[f"eval_{mode}_accuracy_with_ties"] = result["accuracy_with_ties"]
+    model.train(was_training)
+    return metrics
+
+
+def plot_training(state: dict, path: Path) -> None:
+    """The stage-2 curves: rule reward, format rate, head accuracy, both BT losses, KL and clip fraction
+    per step, and the held-out think- and fast-mode accuracies when there are any."""
+    series = {
+        "history": (
+            "rollout_reward",
+            "format_rate",
+            "head_pair_accuracy",
+            "bt_loss",
+            "masked_bt_loss",
+            "kl",
+            "clip_fraction",
+        ),
+        "evaluations": ("eval_think_accuracy", "eval_fast_accuracy"),
+    }
+    curves = {}
+    for key, names in series.items():
+        rows = state[key]
+        for name in names if rows else ():
+            curves[name] = ([row["step"] for row in rows], [row[name] for row in rows])
+    plot_curves(curves, path, "stage 2: dual-objective RL")
 
 
 def check_truths(pairs: list[PreferencePair], rubric_name: str) -> None:
@@ -458,6 +546,7 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     output_dir = Path(config.output_dir)
     pairs = read_pairs(config.train_data)  # JSONL, or the authors' stage-2 CSV
     check_truths(pairs, read_config(config.model).rubric)  # before the model loads
+    eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
     accelerator = Accelerator(log_with=config.report_to, project_dir=str(output_dir))
     torch.manual_seed(config.seed)
     model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
@@ -469,12 +558,21 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    state = {"step": 0, "history": []}
+    state = {"step": 0, "history": [], "evaluations": []}
     previous = checkpoints(output_dir)
     if previous:
-        state = load_checkpoint(previous[-1], model, optimizer, scheduler)
+        state = {"evaluations": [], **load_checkpoint(previous[-1], model, optimizer, scheduler)}
     if accelerator.is_main_process and config.report_to:
         accelerator.init_trackers("descore-rl", {k: str(v) for k, v in dataclasses.asdict(config).items()})
+
+    def evaluate() -> None:  # greedy scoring: no random draws, so a resumed run stays exact
+        if eval_pairs and accelerator.is_main_process:
+            row = {"step": state["step"], **evaluate_policy(model, eval_pairs, config)}
+            state["evaluations"].append(row)
+            accelerator.log({f"eval/{k[5:]}": v for k, v in row.items() if k != "step"}, step=state["step"])
+
+    if state["step"] == 0:
+        evaluate()
     progress = tqdm(
         total=config.steps, initial=state["step"], desc="dual-objective RL", disable=not accelerator.is_main_process
     )
@@ -492,6 +590,8 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
         state["step"] += 1
         state["history"].append(row)
         progress.update(1)
+        if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
+            evaluate()
         if state["step"] % config.log_every == 0:
             accelerator.log(
                 {f"rl/{k}": v for k, v in row.items() if k != "step" and not math.isnan(v)}, step=state["step"]
@@ -503,11 +603,6 @@ def train(config: RLConfig, stop_after: int | None = None) -> dict:
     if state["step"] >= config.steps and accelerator.is_main_process:
         model.save_pretrained(output_dir / "final", include_backbone=not config.lora)
         atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
-        names = ("rollout_reward", "format_rate", "head_pair_accuracy", "bt_loss", "kl", "clip_fraction")
-        plot_curves(
-            {name: [row[name] for row in state["history"]] for name in names},
-            output_dir / "training_curves.png",
-            "stage 2: dual-objective RL",
-        )
+        plot_training(state, output_dir / "training_curves.png")
     finish_trackers(accelerator)
     return state
