@@ -39,7 +39,8 @@ def main() -> None:
         model = DeScoreModel.from_backbone(
             f"{scratch}/backbone", DeScoreConfig(sampling=VideoSampling()), device=args.device, seed=0
         )
-    reward_fn = DeScoreReward(model, think=False, input_fps=16.0, batch_size=8)
+    reward_fn = DeScoreReward(model, think=False, input_fps=16.0, batch_size=8)  # Wan's frames, 16 fps
+    file_reward_fn = DeScoreReward(model, think=False, batch_size=8)  # files carry their own frame rate
     scenes = [
         Scene(c, s, d)
         for c, s, d in zip(
@@ -60,7 +61,7 @@ def main() -> None:
                 path = Path(folder) / f"{index}.mp4"
                 export_to_video(list(video.permute(0, 2, 3, 1).numpy()), str(path), fps=16)
                 paths.append(str(path))
-            return reward_fn(paths, prompts)[0]
+            return file_reward_fn(paths, prompts)[0]
 
     from_tensors(), via_files()  # warm-up
     times = {"tensors": [], "mp4 files": []}
