@@ -1,8 +1,9 @@
 """`descore annotate`: CoTs from a teacher VLM, kept only when they agree with the human label (paper 3.1).
 
-For each pair, a teacher writes a CoT for each video in this project's format (reasoning, then JSON
-sub-scores for the five dimensions). The sub-scores imply a preference: A when A's total exceeds B's
-by more than `tie_margin`, B in the mirror case, a tie otherwise. A pair is kept only when that
+For each pair, a teacher writes a CoT for each video in a rubric's format (`rubrics.py`: `descore`, the
+default, or `likert5`). Its answers imply a preference: A when A's quality exceeds B's by more than
+`tie_margin`, B in the mirror case, a tie otherwise; quality is the overall score (`descore`) or the
+sum of the five sub-scores (`likert5`). A pair is kept only when that
 agrees with the human label; kept rows go to `--out`, rejected ones (with the reason) to
 `OUT.rejected.jsonl`, and rows whose teacher calls kept failing to `OUT.failed.jsonl`. A rerun skips
 kept and rejected rows and retries failed ones.
@@ -28,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .data import PreferencePair, pair_record, read_jsonl
-from .prompts import instruction, parse_cot
+from .rubrics import get_rubric
 from .video import VideoSampling, load_video
 
 
@@ -46,13 +47,14 @@ class LocalTeacher:
         dtype=None,
         max_new_tokens: int = 1024,
         sampling: VideoSampling | None = None,
+        rubric: str = "descore",
     ):
         import torch
 
         from .modeling import DeScoreConfig, DeScoreModel
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        config = DeScoreConfig(sampling=sampling or VideoSampling())
+        config = DeScoreConfig(sampling=sampling or VideoSampling(), rubric=rubric)
         self.model = DeScoreModel.from_backbone(model, config, dtype=dtype, device=device)
         self.max_new_tokens = max_new_tokens
 
@@ -81,8 +83,10 @@ class EndpointTeacher:
         max_retries: int = 5,
         backoff: float = 1.0,
         requests_per_minute: float | None = None,
+        rubric: str = "descore",
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.rubric = get_rubric(rubric)
         self.model, self.api_key_env, self.frames = model, api_key_env, frames
         self.max_tokens, self.temperature, self.timeout = max_tokens, temperature, timeout
         self.max_retries, self.backoff = max_retries, backoff
@@ -100,7 +104,7 @@ class EndpointTeacher:
             Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
             url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        parts.append({"type": "text", "text": instruction(prompt)})
+        parts.append({"type": "text", "text": self.rubric.instruction(prompt)})
         return {
             "model": self.model,
             "messages": [{"role": "user", "content": parts}],
@@ -150,22 +154,31 @@ class EndpointTeacher:
         return texts
 
 
-def implied_label(cot_a: str, cot_b: str, tie_margin: float = 0.0) -> tuple[str | None, str]:
-    """The preference two CoTs' sub-scores imply ("A", "B" or "tie"), or None with the reason."""
-    scores = []
+def implied_label(cot_a: str, cot_b: str, tie_margin: float = 0.0, rubric: str = "descore") -> tuple[str | None, str]:
+    """The preference two CoTs imply ("A", "B" or "tie"), or None with the reason."""
+    judge = get_rubric(rubric)
+    qualities = []
     for name, cot in (("cot_a", cot_a), ("cot_b", cot_b)):
-        parsed = parse_cot(cot)
-        if parsed.scores is None:
-            return None, f"format: {name} has no JSON object with all five sub-scores as integers 1..5"
-        scores.append(sum(parsed.scores.values()))
-    difference = scores[0] - scores[1]
+        answer = judge.parse(cot)
+        if judge.name == "descore":
+            if answer.overall is None:
+                return None, f"format: {name} has no answer block with an overall_score in [1, 5]"
+            qualities.append(answer.overall)
+        else:
+            if answer.scores is None:
+                return None, f"format: {name} has no JSON object with all five sub-scores as integers 1..5"
+            qualities.append(sum(answer.scores.values()))
+    difference = qualities[0] - qualities[1]
     label = "tie" if abs(difference) <= tie_margin else ("A" if difference > 0 else "B")
-    return label, f"sub-score totals {scores[0]} vs {scores[1]} imply {label}"
+    what = "overall scores" if judge.name == "descore" else "sub-score totals"
+    return label, f"{what} {qualities[0]:g} vs {qualities[1]:g} imply {label}"
 
 
-def consistency(cot_a: str, cot_b: str, human: str, tie_margin: float = 0.0) -> tuple[bool, str]:
+def consistency(
+    cot_a: str, cot_b: str, human: str, tie_margin: float = 0.0, rubric: str = "descore"
+) -> tuple[bool, str]:
     """Keep the pair's CoTs only when their implied preference is the human label."""
-    label, reason = implied_label(cot_a, cot_b, tie_margin)
+    label, reason = implied_label(cot_a, cot_b, tie_margin, rubric)
     if label is None:
         return False, reason
     return label == human, reason + ("" if label == human else f", the human label is {human}")
@@ -200,9 +213,17 @@ def _append(path: Path, row: dict) -> None:
 
 
 def annotate(
-    pairs_path: str | Path, teacher, out: str | Path, stage: int = 1, tie_margin: float = 0.0, batch_size: int = 4
+    pairs_path: str | Path,
+    teacher,
+    out: str | Path,
+    stage: int = 1,
+    tie_margin: float = 0.0,
+    batch_size: int = 4,
+    rubric: str = "descore",
 ) -> AnnotationSummary:
-    """Annotate every pair of `pairs_path` with `teacher(videos, prompts) -> CoTs`; see the module doc."""
+    """Annotate every pair of `pairs_path` with `teacher(videos, prompts) -> CoTs` written in `rubric`'s
+    format (the teacher must be asked with the same rubric); see the module doc."""
+    judge = get_rubric(rubric)
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
     pairs = read_jsonl(pairs_path)  # every bad row reported before any teacher call
@@ -225,8 +246,8 @@ def annotate(
             continue
         for index, pair in enumerate(batch):
             cot_a, cot_b = cots[2 * index], cots[2 * index + 1]
-            keep, reason = consistency(cot_a, cot_b, pair.label, tie_margin)
-            scores = (parse_cot(cot_a).scores, parse_cot(cot_b).scores) if stage == 2 and keep else (None, None)
+            keep, reason = consistency(cot_a, cot_b, pair.label, tie_margin, rubric)
+            scores = (judge.parse(cot_a).scores, judge.parse(cot_b).scores) if stage == 2 and keep else (None, None)
             annotated = dataclasses.replace(pair, cot_a=cot_a, cot_b=cot_b, scores_a=scores[0], scores_b=scores[1])
             row = pair_record(annotated, folder)
             if keep:

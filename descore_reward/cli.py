@@ -183,7 +183,10 @@ def _add_annotate_command(commands) -> None:
         "--endpoint", default=None, help="base URL of an OpenAI-compatible API, e.g. http://host:8000/v1"
     )
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    parser.add_argument("--tie-margin", type=float, default=0.0, help="sub-score totals this close imply a tie")
+    parser.add_argument(
+        "--rubric", choices=("descore", "likert5"), default="descore", help="the answer format asked for"
+    )
+    parser.add_argument("--tie-margin", type=float, default=0.0, help="qualities this close imply a tie")
     parser.add_argument("--frames", type=int, default=8, help="frames sent per video to an endpoint")
     parser.add_argument("--requests-per-minute", type=float, default=None)
     parser.add_argument("--max-retries", type=int, default=5)
@@ -206,11 +209,18 @@ def run_annotate(args: argparse.Namespace) -> None:
             max_tokens=args.max_new_tokens,
             max_retries=args.max_retries,
             requests_per_minute=args.requests_per_minute,
+            rubric=args.rubric,
         )
     else:
-        teacher = LocalTeacher(args.teacher, max_new_tokens=args.max_new_tokens)
+        teacher = LocalTeacher(args.teacher, max_new_tokens=args.max_new_tokens, rubric=args.rubric)
     summary = annotate(
-        args.pairs, teacher, args.out, stage=args.stage, tie_margin=args.tie_margin, batch_size=args.batch_size
+        args.pairs,
+        teacher,
+        args.out,
+        stage=args.stage,
+        tie_margin=args.tie_margin,
+        batch_size=args.batch_size,
+        rubric=args.rubric,
     )
     print(
         f"kept {summary.kept}, rejected {summary.rejected}, failed {summary.failed}, already done "

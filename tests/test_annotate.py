@@ -21,14 +21,26 @@ NEAR = {**HIGH, "camera_movement": 3}
 
 def test_consistency_filter():
     good, bad = format_cot("A is better.", HIGH), format_cot("B is worse.", LOW)
-    assert consistency(good, bad, "A") == (True, "sub-score totals 22 vs 17 imply A")
-    keep, reason = consistency(good, bad, "B")
+    assert consistency(good, bad, "A", rubric="likert5") == (True, "sub-score totals 22 vs 17 imply A")
+    keep, reason = consistency(good, bad, "B", rubric="likert5")
     assert not keep and "the human label is B" in reason
-    assert consistency(good, format_cot("close", NEAR), "tie", tie_margin=1)[0]
-    assert not consistency(good, format_cot("close", NEAR), "tie", tie_margin=0)[0]
+    assert consistency(good, format_cot("close", NEAR), "tie", tie_margin=1, rubric="likert5")[0]
+    assert not consistency(good, format_cot("close", NEAR), "tie", tie_margin=0, rubric="likert5")[0]
     missing = "Reasoning. " + json.dumps({k: v for k, v in HIGH.items() if k != "style"})
-    keep, reason = consistency(good, missing, "A")
+    keep, reason = consistency(good, missing, "A", rubric="likert5")
     assert not keep and reason.startswith("format: cot_b")
+
+
+def test_consistency_filter_with_the_descore_rubric():
+    from descore_reward.rubrics import DeScoreRubric
+
+    rubric = DeScoreRubric()
+    scores = {"subject": 2, "dynamics": 2, "camera": "N/A", "environment": 2, "style": 2}
+    better, worse = rubric.format_answer("Right.", scores, 5.0), rubric.format_answer("Off.", scores, 3.5)
+    assert consistency(better, worse, "A") == (True, "overall scores 5 vs 3.5 imply A")
+    assert consistency(better, rubric.format_answer("Close.", scores, 4.8), "tie", tie_margin=0.3)[0]
+    keep, reason = consistency(better, "no answer block", "A")
+    assert not keep and reason.startswith("format: cot_b has no answer block")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +121,8 @@ def test_endpoint_request_shape_and_retries(server, pairs, tmp_path, monkeypatch
 
 
 def test_malformed_answers_fail_and_resume_completes(server, pairs, tmp_path):
-    teacher = EndpointTeacher(f"http://127.0.0.1:{server.server_port}/v1", "m", frames=2, backoff=0.01, max_retries=1)
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    teacher = EndpointTeacher(url, "m", frames=2, backoff=0.01, max_retries=1, rubric="likert5")
     data = [json.loads(line) for line in pairs.read_text().splitlines()]
     script = []
     for row in data[:2]:  # the first two pairs get answers that agree with their labels
@@ -118,7 +131,7 @@ def test_malformed_answers_fail_and_resume_completes(server, pairs, tmp_path):
     script += [(200, "not json at all"), (200, {"no": "choices"})]  # one bad answer fails each remaining pair
     server.script = script
     out = tmp_path / "out.jsonl"
-    first = annotate(pairs, teacher, out, stage=2, batch_size=1)
+    first = annotate(pairs, teacher, out, stage=2, batch_size=1, rubric="likert5")
     assert (first.kept, first.failed) == (2, 2)
     failed = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
     assert [row["id"] for row in failed] == [row["id"] for row in data[2:]]
@@ -128,7 +141,7 @@ def test_malformed_answers_fail_and_resume_completes(server, pairs, tmp_path):
     for row in data[2:]:
         better, worse = (HIGH, LOW) if row["label"] == "A" else (LOW, HIGH)
         server.script += [answer(better), answer(worse)]
-    second = annotate(pairs, teacher, out, stage=2, batch_size=1)
+    second = annotate(pairs, teacher, out, stage=2, batch_size=1, rubric="likert5")
     assert (second.kept, second.skipped, second.failed) == (2, 2, 0)
     assert len(out.read_text().splitlines()) == 4
 
