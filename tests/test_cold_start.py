@@ -1,5 +1,6 @@
 """Stage 1 on a tiny random Qwen3-VL and the synthetic task: learning, masking, resume, LoRA, config."""
 
+import dataclasses
 import json
 
 import pytest
@@ -157,3 +158,37 @@ def test_config_from_yaml_with_overrides(tmp_path):
         load_config(ColdStartConfig, None, ["model=m", "train_data=t", "output_dir=o", "epoch=3"])
     with pytest.raises(ValueError, match="p_mask must lie in"):
         load_config(ColdStartConfig, None, ["model=m", "train_data=t", "output_dir=o", "p_mask=2"])
+
+
+def test_a_full_fine_tune_trains_fp32_weights_that_all_reach_the_loss(tmp_path, small_data):
+    """What DDP requires (every trainable parameter gets a gradient) and fp32 master weights, from a
+    backbone saved in bf16."""
+    from descore_reward.data import PairCollator, read_jsonl
+    from descore_reward.tiny import build_tiny_backbone
+    from descore_reward.training.cold_start import pair_rewards
+
+    backbone, processor = build_tiny_backbone(seed=0)
+    backbone.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    processor.save_pretrained(tmp_path / "bf16")
+    config = ColdStartConfig(
+        model=str(tmp_path / "bf16"),
+        train_data=str(small_data[0]),
+        output_dir=str(tmp_path / "run"),
+        lora=False,
+        sampling=dataclasses.asdict(TINY_SAMPLING),
+    )
+    model = build_model(config)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    batch = PairCollator(model.config.sampling)(read_jsonl(small_data[0])[:2])
+    reward_a, reward_b = pair_rewards(model, batch, [p.cot_a for p in batch.pairs], [None] * 2)
+    (reward_a - reward_b).sum().backward()
+    assert [n for n, p in trainable.items() if p.grad is None] == []
+
+
+def test_accumulation_is_exact_or_refused():
+    from descore_reward.training.cold_start import accumulation_steps
+
+    assert accumulation_steps(32, 4, 2) == 4
+    with pytest.raises(ValueError, match="not a multiple"):
+        accumulation_steps(32, 4, 3)

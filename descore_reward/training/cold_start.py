@@ -123,6 +123,17 @@ class ColdStartConfig:
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
 
 
+def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
+    """Micro-batches each process accumulates per optimizer step, so that a step sees `batch_size` pairs."""
+    per_step = micro_batch_size * processes
+    if batch_size % per_step:
+        raise ValueError(
+            f"batch_size {batch_size} is not a multiple of micro_batch_size {micro_batch_size} x {processes} "
+            f"process(es) = {per_step}: the effective batch would not be {batch_size}"
+        )
+    return batch_size // per_step
+
+
 def cot_mask(count: int, p_mask: float, key: tuple[int, ...]) -> list[bool]:
     """Which of `count` draws drop their CoT (True = dropped), drawn from `key` (seed, epoch, batch,
     process) alone, so that a resumed run draws the same masks and each process its own."""
@@ -163,7 +174,11 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
             config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.adapt_vision
         )
     elif not config.lora:
-        model.backbone.requires_grad_(True)
+        # fp32 master weights (a checkpoint may load in bf16; `mixed_precision` sets the compute dtype),
+        # and only what reaches the loss trains: scoring never uses the LM head, and DDP refuses
+        # parameters that get no gradient.
+        model.backbone.float().requires_grad_(True)
+        model.unwrapped_backbone.lm_head.requires_grad_(False)
         model.language_backbone.visual.requires_grad_(config.adapt_vision)
     if config.train_vision:  # the vision tower and its merger, fully
         model.language_backbone.visual.requires_grad_(True)
@@ -226,9 +241,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=str(output_dir)
     )
-    accumulation = config.batch_size // (config.micro_batch_size * accelerator.num_processes)
-    if accumulation < 1:
-        raise ValueError(f"batch_size {config.batch_size} is smaller than micro_batch_size x processes")
+    accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
     set_seed(config.seed)
     model = build_model(config)
     optimizer = torch.optim.AdamW(
