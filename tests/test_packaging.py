@@ -34,3 +34,10 @@ def test_help_does_not_import_the_model_stack():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "usage: descore" in result.stdout, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]", "descore --help imports the model stack"
+
+
+def test_the_command_lines_benchmark_names_are_the_evaluators():
+    from descore_reward.cli import BENCHMARK_NAMES
+    from descore_reward.eval_runner import BENCHMARKS
+
+    assert sorted(BENCHMARK_NAMES) == sorted(BENCHMARKS)
