@@ -17,6 +17,7 @@ import math
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def split_batch(videos) -> list:
 MODEL_VARIABLE = "DESCORE_MODEL"
 ON_ERROR = ("raise", "nan", "fill")
 _shared_models: dict[tuple, DeScoreModel] = {}
+_model_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one per model, however many rewards
 _shared_lock = threading.Lock()
 
 
@@ -120,7 +122,8 @@ class DeScoreReward:
         self.input_fps_given = input_fps is not None
         self.think, self.batch_size, self.max_new_tokens = think, batch_size, max_new_tokens
         self.on_error, self.fill_value = on_error, fill_value
-        self._lock = threading.Lock()  # one backbone, one caller at a time (worker threads welcome)
+        with _shared_lock:  # one backbone, one caller at a time, across every reward built on it
+            self._lock = _model_locks.setdefault(self.model, threading.Lock())
 
     def __call__(self, videos, prompts: Sequence[str] | str, metadata: Sequence[dict] | None = None, **ignored):
         """Scores `(B,)` float32 and an info dict (`errors`, `valid`; `cot`, `sub_scores` when thinking)."""

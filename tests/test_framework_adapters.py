@@ -104,6 +104,7 @@ def test_flow_grpo_training_pattern(checkpoint, wan_videos, monkeypatch):
     eval_details, _ = eval_reward_fn(videos, prompts, metadata)
     np.testing.assert_allclose(eval_details["avg"], expected, atol=1e-4)
     assert shared_model(checkpoint, "cpu") is DeScoreReward(checkpoint).model, "train and eval share one model"
+    assert DeScoreReward(checkpoint)._lock is DeScoreReward(checkpoint)._lock, "and take turns on it"
 
 
 def test_flow_grpo_factory_shape(checkpoint, monkeypatch):
