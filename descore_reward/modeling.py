@@ -374,6 +374,85 @@ class DeScoreModel(nn.Module):
         reward_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), is_reward.int().argmax(1)]
         return self.head(reward_hidden.float())
 
+    # ------------------------------------------------- sequences built from token ids (stage-2 training)
+
+    def encode_videos(
+        self, videos: Sequence[VideoSource | Video], prompts: Sequence[str]
+    ) -> tuple[BatchFeature, object]:
+        """The inputs of `[chat(video, prompt)]` (left-padded, no `<reward>`) and the vision tower's
+        features of each video, computed once so that generation and every later pass reuse them."""
+        inputs = self.prepare_inputs(videos, prompts, append_reward_token=False)
+        features = self.language_backbone.get_video_features(
+            inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True
+        )
+        return inputs, features
+
+    @staticmethod
+    def select_video_features(features, rows: Sequence[int]):
+        """The vision features of the videos at `rows` (an index may repeat: one entry per sequence row)."""
+        return type(features)(
+            pooler_output=tuple(features.pooler_output[i] for i in rows),
+            deepstack_features=[tuple(layer[i] for i in rows) for layer in features.deepstack_features],
+        )
+
+    def cot_sequences(
+        self, inputs: BatchFeature, features, rows: Sequence[int], cot_ids: torch.Tensor, cot_length: torch.Tensor
+    ) -> dict:
+        """Backbone inputs of `[prompt ; cot ; <reward>]`, features included: prompt `rows[i]` of
+        `encode_videos`' output followed by `cot_ids[i]` `(N, L)`, of which the first `cot_length[i]`
+        tokens are the CoT and the rest (an end-of-sequence token, padding) is masked out of attention,
+        so `<reward>` takes the position right after the CoT."""
+        rows_tensor = torch.as_tensor(list(rows), device=cot_ids.device)
+        prompt = {key: inputs[key][rows_tensor] for key in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        in_cot = torch.arange(cot_ids.shape[1], device=cot_ids.device) < cot_length[:, None]
+        reward_column = torch.full_like(cot_ids[:, :1], self.reward_token_id)
+        return {
+            "input_ids": torch.cat([prompt["input_ids"], cot_ids, reward_column], dim=1),
+            "attention_mask": torch.cat([prompt["attention_mask"], in_cot.long(), torch.ones_like(reward_column)], 1),
+            "mm_token_type_ids": torch.cat(
+                [prompt["mm_token_type_ids"], torch.zeros_like(cot_ids), torch.zeros_like(reward_column)], 1
+            ),
+            "video_grid_thw": inputs["video_grid_thw"][rows_tensor],
+            "mm_encoder_outputs": {"video": self.select_video_features(features, list(rows))},
+        }
+
+    @staticmethod
+    def select_sequences(sequence: dict, rows: torch.Tensor) -> dict:
+        """The rows `rows` of a `cot_sequences` batch."""
+        selected = {key: value[rows] for key, value in sequence.items() if torch.is_tensor(value)}
+        video = DeScoreModel.select_video_features(sequence["mm_encoder_outputs"]["video"], rows.tolist())
+        return {**selected, "mm_encoder_outputs": {"video": video}}
+
+    def cot_logprobs_and_rewards(
+        self, sequence: dict, prompt_length: int, response_length: int, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward over a `cot_sequences` batch: the log-probs `(N, response_length)` of the tokens
+        after the prompt (the distribution at `temperature`) and the rewards `(N,)` at `<reward>`."""
+        hidden = self.language_backbone(**sequence).last_hidden_state  # (N, P + L + 1, hidden)
+        start = prompt_length
+        logits = self.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + response_length - 1]).float()
+        targets = sequence["input_ids"][:, start : start + response_length]
+        logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        return logprobs, self.head(hidden[:, -1].float())
+
+    def masked_rewards(self, sequence: dict, prompt_length: int, rows: torch.Tensor) -> torch.Tensor:
+        """Rewards `(len(rows),)` of `[video ; prompt ; <reward>]` (the CoT masked) for the prompts of
+        the `cot_sequences` rows `rows`: one prompt-only forward, no generation."""
+        prompt = {key: sequence[key][rows, :prompt_length] for key in ("input_ids", "attention_mask")}
+        reward_column = torch.full_like(prompt["input_ids"][:, :1], self.reward_token_id)
+        masked = {
+            "input_ids": torch.cat([prompt["input_ids"], reward_column], dim=1),
+            "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(reward_column)], 1),
+            "mm_token_type_ids": torch.cat(
+                [sequence["mm_token_type_ids"][rows, :prompt_length], torch.zeros_like(reward_column)], 1
+            ),
+            "video_grid_thw": sequence["video_grid_thw"][rows],
+            "mm_encoder_outputs": {
+                "video": self.select_video_features(sequence["mm_encoder_outputs"]["video"], rows.tolist())
+            },
+        }
+        return self.head(self.language_backbone(**masked).last_hidden_state[:, -1].float())
+
     def forward(
         self,
         videos: Sequence[VideoSource | Video],
@@ -427,8 +506,9 @@ class DeScoreModel(nn.Module):
                 results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
         return results
 
-    def _eos_token_ids(self, generation: dict) -> list[int]:
-        eos = generation.get("eos_token_id", self.backbone.generation_config.eos_token_id)
+    def eos_token_ids(self, generation: dict | None = None) -> list[int]:
+        """The tokens that end a CoT: `generation`'s `eos_token_id`, else the backbone's, else the tokenizer's."""
+        eos = (generation or {}).get("eos_token_id", self.backbone.generation_config.eos_token_id)
         eos = self.processor.tokenizer.eos_token_id if eos is None else eos
         return [eos] if isinstance(eos, int) else list(eos)
 
@@ -443,7 +523,7 @@ class DeScoreModel(nn.Module):
         Returns the generated tokens `(B, L)`, each row's CoT length `(B,)` (tokens before its first
         end-of-sequence token), and the generation's KV cache, which holds all tokens but the last.
         """
-        eos_ids = self._eos_token_ids(generation)
+        eos_ids = self.eos_token_ids(generation)
         generation = {**generation, "eos_token_id": eos_ids}
         output = self.backbone.generate(
             **inputs,

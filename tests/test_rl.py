@@ -406,3 +406,60 @@ def test_stage_two_evaluates_held_out_pairs_in_think_and_fast_mode(stage1, tmp_p
         for mode in ("think", "fast"):
             assert 0.0 <= row[f"eval_{mode}_accuracy"] <= 1.0 and 0.0 <= row[f"eval_{mode}_accuracy_with_ties"] <= 1.0
     assert (tmp_path / "rl" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bt_on_informative_rollouts_raises_held_out_accuracy_and_shuffled_labels_lower_it(make_model, tmp_path):
+    """Rollouts whose CoTs say whether the video is right: BT steps teach the head to read them (pairs
+    it never trained on), and the same steps on shuffled labels undo what it learned. (Robust over
+    model seeds 0-2: 0.94-1.0 after the correct steps, 0.06-0.38 after the shuffled ones.)"""
+    import copy
+    import dataclasses
+
+    from descore_reward.synthetic import make_pairs
+    from descore_reward.training.rl import bt_on_rollouts, rollouts_from_texts
+
+    config = RLConfig(
+        model="unused",
+        train_data="unused",
+        output_dir=str(tmp_path),
+        group_size=2,
+        grpo_coefficient=0.0,
+        bt_coefficient=1.0,
+        masked_bt_coefficient=0.0,
+        lora_rank=4,
+        report_to=None,
+    )
+
+    def informative_rollouts(model, pairs):
+        def says(scores):
+            return "The colour is right." if scores["subject"] == 2 else "The colour is wrong."
+
+        texts = [says(p.scores_a) for p in pairs for _ in range(2)] + [
+            says(p.scores_b) for p in pairs for _ in range(2)
+        ]
+        return rollouts_from_texts(model, pairs, texts, config)
+
+    def accuracy(model, rollouts):
+        with torch.no_grad():
+            return bt_on_rollouts(sequence_logprobs_and_rewards(model, rollouts)[1], rollouts.labels)[1]
+
+    def bt_steps(model, rollouts, steps=6):
+        optimizer = torch.optim.AdamW(model.optimizer_groups(1e-3, head_learning_rate=3e-2), weight_decay=0.0)
+        for _ in range(steps):
+            policy_update(model, optimizer, rollouts, config)
+
+    options = dict(violations=("color",), tie_rate=0.0)
+    train_pairs = make_pairs(tmp_path / "train", 16, seed=0, **options)
+    held_out_pairs = make_pairs(tmp_path / "held_out", 16, seed=1, **options)
+    model = prepare_policy(make_model(seed=0), config)
+    train_rollouts, held_out = informative_rollouts(model, train_pairs), informative_rollouts(model, held_out_pairs)
+    before = accuracy(model, held_out)
+    bt_steps(model, train_rollouts)
+    learned = accuracy(model, held_out)
+    assert learned >= 0.9 and learned > before, (before, learned)
+
+    permutation = torch.randperm(len(train_pairs), generator=torch.Generator().manual_seed(0))
+    shuffled = train_rollouts.labels.view(len(train_pairs), -1)[permutation].reshape(-1)
+    shuffled_model = copy.deepcopy(model)
+    bt_steps(shuffled_model, dataclasses.replace(train_rollouts, labels=shuffled))
+    assert accuracy(shuffled_model, held_out) <= learned - 0.3

@@ -188,14 +188,6 @@ def grpo_loss(
     return loss, stats
 
 
-def select_video_features(features, rows: list[int]):
-    """Vision features of the videos at `rows` (an index may repeat: one entry per sequence row)."""
-    return type(features)(
-        pooler_output=tuple(features.pooler_output[i] for i in rows),
-        deepstack_features=[tuple(layer[i] for i in rows) for layer in features.deepstack_features],
-    )
-
-
 @dataclass
 class Rollouts:
     """`N = 2 * pairs * group_size` sampled CoTs; rows are A videos then B videos, each video's group in a row."""
@@ -221,12 +213,8 @@ def pair_micro_batches(rollouts: Rollouts, group_size: int, pairs_per_batch: int
 
 def select_rollouts(rollouts: Rollouts, rows: torch.Tensor) -> Rollouts:
     """The rollouts at `rows`, A rows then as many B rows (a micro-batch from `pair_micro_batches`)."""
-    sequence = {key: value[rows] for key, value in rollouts.sequence.items() if torch.is_tensor(value)}
-    sequence["mm_encoder_outputs"] = {
-        "video": select_video_features(rollouts.sequence["mm_encoder_outputs"]["video"], rows.tolist())
-    }
     return Rollouts(
-        sequence=sequence,
+        sequence=DeScoreModel.select_sequences(rollouts.sequence, rows),
         prompt_length=rollouts.prompt_length,
         response_mask=rollouts.response_mask[rows],
         texts=[rollouts.texts[i] for i in rows.tolist()],
@@ -286,67 +274,91 @@ def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
 
 def sequence_logprobs_and_rewards(model: DeScoreModel, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over `[prompt ; cot ; <reward>]`: the CoT tokens' log-probs `(N, L)` and rewards `(N,)`."""
-    hidden = model.language_backbone(**rollouts.sequence).last_hidden_state  # (N, P + L + 1, hidden)
-    length = rollouts.response_mask.shape[1]
-    start = rollouts.prompt_length
-    logits = model.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + length - 1]).float() / rollouts.temperature
-    targets = rollouts.sequence["input_ids"][:, start : start + length]
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-    return logprobs, model.head(hidden[:, -1].float())
+    return model.cot_logprobs_and_rewards(
+        rollouts.sequence, rollouts.prompt_length, rollouts.response_mask.shape[1], rollouts.temperature
+    )
 
 
 @torch.no_grad()
 def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> Rollouts:
     """Encode each video once, sample `group_size` CoTs per video, and score them with the rules."""
-    videos = [load_video(p.video_a, model.config.sampling) for p in pairs] + [
-        load_video(p.video_b, model.config.sampling) for p in pairs
-    ]
-    truths = [p.scores_a for p in pairs] + [p.scores_b for p in pairs]
-    inputs = model.prepare_inputs(videos, [p.prompt for p in pairs] * 2, append_reward_token=False)
-    features = model.language_backbone.get_video_features(
-        inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True
-    )
-    group = config.group_size
-    text_keys = ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")
-    expanded = {key: inputs[key].repeat_interleave(group, dim=0) for key in text_keys}
-    expanded_features = {
-        "video": select_video_features(features, [v for v in range(len(videos)) for _ in range(group)])
-    }
+    inputs, features = encode_pairs(model, pairs)
+    rows = [video for video in range(2 * len(pairs)) for _ in range(config.group_size)]
+    prompts = {key: inputs[key][rows] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
     generated, cot_length, _ = model.generate_cots(
-        expanded,
-        mm_encoder_outputs=expanded_features,
+        prompts,
+        mm_encoder_outputs={"video": model.select_video_features(features, rows)},
         do_sample=True,
         temperature=config.temperature,
         top_p=config.top_p,
         top_k=0,  # not the checkpoint's generation default (20 for Qwen3-VL): the log-probs are full-softmax
         max_new_tokens=config.max_new_tokens,
     )
-    length = generated.shape[1]
-    positions = torch.arange(length, device=generated.device)
-    in_cot = positions < cot_length[:, None]
-    reward_column = torch.full_like(generated[:, :1], model.reward_token_id)
-    sequence = {
-        "input_ids": torch.cat([expanded["input_ids"], generated, reward_column], dim=1),
-        "attention_mask": torch.cat([expanded["attention_mask"], in_cot.long(), torch.ones_like(reward_column)], 1),
-        "mm_token_type_ids": torch.cat(
-            [expanded["mm_token_type_ids"], torch.zeros_like(generated), torch.zeros_like(reward_column)], 1
-        ),
-        "video_grid_thw": expanded["video_grid_thw"],
-        "mm_encoder_outputs": expanded_features,
-    }
+    return assemble_rollouts(model, pairs, inputs, features, generated, cot_length, config)
+
+
+def encode_pairs(model: DeScoreModel, pairs: list[PreferencePair]) -> tuple[object, object]:
+    """`model.encode_videos` of the A videos, then the B videos, of `pairs` with their prompts."""
+    videos = [load_video(p.video_a, model.config.sampling) for p in pairs] + [
+        load_video(p.video_b, model.config.sampling) for p in pairs
+    ]
+    return model.encode_videos(videos, [p.prompt for p in pairs] * 2)
+
+
+@torch.no_grad()
+def rollouts_from_texts(
+    model: DeScoreModel, pairs: list[PreferencePair], texts: list[str], config: RLConfig
+) -> Rollouts:
+    """Rollouts of given CoTs instead of sampled ones (`group_size` texts per video, A videos then B
+    videos), each ended by the end-of-sequence token as a sampled one is: for supervised warm-ups
+    (their log-probs are an SFT loss), tests and experiments with known CoTs."""
+    group = config.group_size
+    if len(texts) != 2 * len(pairs) * group:
+        expected = f"{2 * len(pairs) * group} texts (2 videos x {len(pairs)} pairs x {group})"
+        raise ValueError(f"expected {expected}, got {len(texts)}")
+    for index, text in enumerate(texts):
+        if model.config.reward_token in text:
+            raise ValueError(f"texts[{index}]: contains the reserved token {model.config.reward_token!r}")
+    tokenizer = model.processor.tokenizer
+    eos = model.eos_token_ids()[0]
+    token_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
+    width = max(len(ids) for ids in token_ids) + 1
+    generated = torch.full((len(texts), width), tokenizer.pad_token_id, dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        generated[row, : len(ids) + 1] = torch.tensor([*ids, eos])
+    cot_length = torch.tensor([len(ids) for ids in token_ids])
+    inputs, features = encode_pairs(model, pairs)
+    device = model.device
+    return assemble_rollouts(model, pairs, inputs, features, generated.to(device), cot_length.to(device), config)
+
+
+def assemble_rollouts(
+    model: DeScoreModel,
+    pairs: list[PreferencePair],
+    inputs,
+    features,
+    generated: torch.Tensor,
+    cot_length: torch.Tensor,
+    config: RLConfig,
+) -> Rollouts:
+    """Rollouts of CoT tokens `generated` `(N, L)` (row i: rollout `i % group_size` of video
+    `i // group_size`), `cot_length[i]` of them the CoT: sequences, rule rewards, advantages, labels."""
+    group = config.group_size
+    rows = [video for video in range(2 * len(pairs)) for _ in range(group)]
     tokenizer = model.processor.tokenizer
     texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(generated, cot_length.tolist())]
+    truths = [p.scores_a for p in pairs] + [p.scores_b for p in pairs]
     rewards, terms = rule_rewards(model.rubric, texts, cot_length.tolist(), truths, group, config.rewards(model.rubric))
-    labels = torch.tensor([p.human for p in pairs]).repeat_interleave(group)
+    positions = torch.arange(generated.shape[1], device=generated.device)
     return Rollouts(
-        sequence=sequence,
-        prompt_length=expanded["input_ids"].shape[1],
+        sequence=model.cot_sequences(inputs, features, rows, generated, cot_length),
+        prompt_length=inputs["input_ids"].shape[1],
         response_mask=positions <= cot_length[:, None],  # the end-of-sequence token is part of the response
         texts=texts,
         rewards=rewards,
         terms=terms,
         advantages=group_advantages(rewards, group).to(generated.device),
-        labels=labels.to(generated.device),
+        labels=torch.tensor([p.human for p in pairs]).repeat_interleave(group).to(generated.device),
         temperature=config.temperature,
     )
 
@@ -384,21 +396,9 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 def masked_rewards(model: DeScoreModel, rollouts: Rollouts, group_size: int) -> torch.Tensor:
     """Rewards `(V,)` of `[video ; prompt ; <reward>]` (the CoT masked) for each video of `rollouts`,
-    A videos then B videos: the prompt rows of each group with `<reward>` appended, one forward."""
+    A videos then B videos: the prompt of each group's first row with `<reward>` appended."""
     rows = torch.arange(0, len(rollouts.texts), group_size, device=rollouts.advantages.device)
-    sequence, prompt = rollouts.sequence, rollouts.prompt_length
-    reward_column = torch.full_like(sequence["input_ids"][rows, :1], model.reward_token_id)
-    masked = {
-        "input_ids": torch.cat([sequence["input_ids"][rows, :prompt], reward_column], dim=1),
-        "attention_mask": torch.cat([sequence["attention_mask"][rows, :prompt], torch.ones_like(reward_column)], 1),
-        "mm_token_type_ids": torch.cat(
-            [sequence["mm_token_type_ids"][rows, :prompt], torch.zeros_like(reward_column)], 1
-        ),
-        "video_grid_thw": sequence["video_grid_thw"][rows],
-        "mm_encoder_outputs": {"video": select_video_features(sequence["mm_encoder_outputs"]["video"], rows.tolist())},
-    }
-    hidden = model.language_backbone(**masked).last_hidden_state[:, -1]
-    return model.head(hidden.float())
+    return model.masked_rewards(rollouts.sequence, rollouts.prompt_length, rows)
 
 
 def policy_update(
