@@ -9,10 +9,21 @@ Gaussian with a log-probability. With `x_s = (1 - s) x0 + s e`, velocity `v = e 
     mean = x + ds * (v + std^2 / (2 s) * (x + (1 - s) v))
     x'   = mean + std * sqrt(-ds) * z,   z ~ N(0, I)
 
-`G` videos per prompt are sampled, scored (`DeScoreReward`, optionally in a `WeightedRewards` mix),
-turned into advantages normalised within each prompt's group and clipped, and a configurable subset
-of the denoising steps is trained with the clipped policy loss plus a KL term to the reference (the
-transformer with its LoRA disabled). LoRA on the transformer; checkpoints as in `wan_lora`.
+`G` videos per prompt are sampled with classifier-free guidance, scored (`DeScoreReward`, optionally
+in a `WeightedRewards` mix), turned into advantages normalised within each prompt's group and clipped,
+and a configurable subset of the denoising steps is trained with the clipped policy loss plus a KL
+term to the reference (the transformer with its LoRA disabled), in `updates_per_batch` optimizer
+steps per sampled batch, so the ratio leaves 1 and the clip acts. LoRA on the transformer;
+checkpoints as in `wan_lora`.
+
+The KL term, per denoising step, between the policy's and the reference's Gaussian steps (means
+`m`, `m_ref`; `std_t = noise_level * sqrt(s / (1 - s))`; the step's own std is `std_t * sqrt(|ds|)`):
+
+    kl_form "flow_grpo":  |m - m_ref|^2 / (2 std_t^2)            Flow-GRPO's term; its beta 0.004 is for this
+    kl_form "gaussian":   |m - m_ref|^2 / (2 std_t^2 |ds|)       the exact KL, 1/|ds| times larger
+
+(`|.|^2` averaged over elements). Over a 20-step schedule with shift 3, `1/|ds|` is 7 to 55, so a beta
+tuned for one form does not transfer to the other.
 """
 
 from __future__ import annotations
@@ -63,7 +74,45 @@ class Trajectory:
     latents: torch.Tensor
     log_probs: torch.Tensor
     sigmas: list[float]
-    text: torch.Tensor
+    text: torch.Tensor  # (B, tokens, dim) prompt embeddings
+    negative_text: torch.Tensor | None = None  # the negative prompt's, when sampled with guidance
+    guidance_scale: float = 1.0
+
+    def select(self, rows: torch.Tensor) -> Trajectory:
+        """The videos at `rows` (a mini-batch of an update)."""
+        negative = None if self.negative_text is None else self.negative_text[rows]
+        return Trajectory(
+            self.videos[rows],
+            self.latents[rows],
+            self.log_probs[rows],
+            self.sigmas,
+            self.text[rows],
+            negative,
+            self.guidance_scale,
+        )
+
+
+def guided_velocity(
+    transformer,
+    latents: torch.Tensor,
+    sigma: float,
+    text: torch.Tensor,
+    negative_text: torch.Tensor | None,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """The velocity `(B, ...)` at noise level `sigma`; with `negative_text`, classifier-free guidance
+    `v_neg + guidance_scale * (v - v_neg)` from one pass over the doubled batch."""
+    timestep = torch.full((len(latents),), sigma * 1000.0, device=latents.device)
+    if negative_text is None:
+        return transformer(hidden_states=latents, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+    both = transformer(
+        hidden_states=torch.cat([latents, latents]),
+        timestep=torch.cat([timestep, timestep]),
+        encoder_hidden_states=torch.cat([negative_text, text]),
+        return_dict=False,
+    )[0]
+    unguided, conditioned = both.chunk(2)
+    return unguided + guidance_scale * (conditioned - unguided)
 
 
 @torch.no_grad()
@@ -76,10 +125,16 @@ def sample_with_log_probs(
     steps: int,
     noise_level: float,
     generator: torch.Generator,
+    guidance_scale: float = 1.0,
+    negative_prompt: str = "",
 ) -> Trajectory:
-    """Generate videos with SDE steps (no classifier-free guidance), recording latents and log-probs."""
+    """Generate videos with SDE steps, with classifier-free guidance against `negative_prompt` when
+    `guidance_scale > 1`, recording latents and log-probs."""
     transformer = pipeline.transformer
-    text = pipeline.encode_prompt(prompts, do_classifier_free_guidance=False)[0]
+    guided = guidance_scale > 1.0
+    text, negative_text = pipeline.encode_prompt(
+        prompts, negative_prompt=[negative_prompt] * len(prompts), do_classifier_free_guidance=guided
+    )
     channels = transformer.config.in_channels
     frames = (num_frames - 1) // pipeline.vae_scale_factor_temporal + 1
     shape = (
@@ -94,10 +149,7 @@ def sample_with_log_probs(
     sigmas = pipeline.scheduler.sigmas.tolist()  # steps + 1 values, the last 0
     trajectory, log_probs = [latents], []
     for i in range(steps):
-        sigma = torch.full((len(prompts),), sigmas[i], device=latents.device)
-        velocity = transformer(
-            hidden_states=latents, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False
-        )[0]
+        velocity = guided_velocity(transformer, latents, sigmas[i], text, negative_text, guidance_scale)
         if sigmas[i + 1] > 0:
             latents, log_prob, _, _ = sde_step(velocity, latents, sigmas[i], sigmas[i + 1], noise_level, generator)
         else:  # the last step to sigma 0 stays deterministic (Euler)
@@ -105,37 +157,54 @@ def sample_with_log_probs(
         trajectory.append(latents)
         log_probs.append(log_prob.float().cpu())
     videos = decode_latents(pipeline, latents)
-    return Trajectory(videos, torch.stack(trajectory, 1), torch.stack(log_probs, 1), sigmas, text)
+    latents, log_probs = torch.stack(trajectory, 1), torch.stack(log_probs, 1)
+    return Trajectory(videos, latents, log_probs, sigmas, text, negative_text if guided else None, guidance_scale)
 
 
 def grouped_advantages(rewards: np.ndarray, group_size: int, clip: float = 5.0) -> torch.Tensor:
-    """Per-prompt `(r - mean) / (std + 1e-4)`, clipped to +-clip (Flow-GRPO); rewards `(P * G,)`."""
+    """Per-prompt `(r - mean) / (std + 1e-4)`, clipped to +-clip, the std without Bessel's correction
+    (Flow-GRPO's); rewards `(P * G,)`."""
     groups = torch.as_tensor(rewards, dtype=torch.float32).view(-1, group_size)
-    advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+    advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, correction=0, keepdim=True) + 1e-4)
     return advantages.clamp(-clip, clip).view(-1)
 
 
 @dataclass
 class LongcatGRPOConfig:
-    """Defaults follow Flow-GRPO's Wan-2.1-1.3B recipe where it gives one (KL beta 0.004, clip range
-    1e-3, LoRA r32 / alpha 64, 4 videos per prompt, 20 steps); `prompts_per_step` is per process;
-    `train_steps` picks which denoising steps are trained (None: all but the last, deterministic one)."""
+    """Defaults are Flow-GRPO's Wan-2.1-1.3B recipe (REFERENCE.md section 4): 240x416, 33 frames, 20
+    sampling steps, guidance 4.5 against an empty negative prompt, 4 videos per prompt, 16 videos per
+    process per sampled batch in 2 updates, KL beta 0.004 in Flow-GRPO's form, clip range 1e-3, LoRA
+    r32 / alpha 64, learning rate 1e-4. Choices of this library: `noise_level` 0.7 (Flow-GRPO's
+    default), `advantage_clip` 5.
+
+    prompts_per_step: prompts per process per step, each sampled `group_size` times.
+    updates_per_batch: optimizer steps per sampled batch, each on a shuffled share of its videos; after
+        the first the policy has moved, so the ratio leaves 1 and the clip range acts.
+    guidance_scale / negative_prompt: classifier-free guidance in sampling and in the log-prob replay
+        (1.0: none, one transformer pass per step instead of two).
+    kl_form: "flow_grpo" or "gaussian" (the module docstring gives both).
+    train_steps: which denoising steps are trained (None: all but the last, deterministic one).
+    """
 
     pipeline: str
     output_dir: str
     prompts: list
     steps: int = 100
-    prompts_per_step: int = 2
+    prompts_per_step: int = 4
     group_size: int = 4
+    updates_per_batch: int = 2
     height: int = 240
     width: int = 416
     num_frames: int = 33
     sampling_steps: int = 20
+    guidance_scale: float = 4.5
+    negative_prompt: str = ""
     noise_level: float = 0.7
     train_steps: list | None = None
     clip_range: float = 1e-3
     advantage_clip: float = 5.0
     kl_beta: float = 0.004
+    kl_form: str = "flow_grpo"
     learning_rate: float = 1e-4
     lora_rank: int = 32
     lora_alpha: int = 64
@@ -147,35 +216,41 @@ class LongcatGRPOConfig:
 
     def __post_init__(self):
         check_precision(self.mixed_precision)
+        if self.kl_form not in ("flow_grpo", "gaussian"):
+            raise ValueError(f"kl_form must be 'flow_grpo' or 'gaussian', got {self.kl_form!r}")
+        videos = self.prompts_per_step * self.group_size
+        if not 1 <= self.updates_per_batch <= videos:
+            raise ValueError(
+                f"updates_per_batch must lie in [1, prompts_per_step * group_size = {videos}], "
+                f"got {self.updates_per_batch}"
+            )
 
 
 def policy_step_loss(
     transformer, trajectory: Trajectory, advantages: torch.Tensor, step: int, config: LongcatGRPOConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped policy loss plus KL to the adapter-free reference for one denoising step of every video; the
-    KL between the two Gaussian steps is `|mean - mean_ref|^2 / (2 std^2)`, averaged over elements."""
+    """Clipped policy loss plus `kl_beta` times the KL to the adapter-free reference (in `kl_form`) for
+    one denoising step of every video of `trajectory`, velocities guided as they were when sampled."""
     sigmas = trajectory.sigmas
     sample, next_sample = trajectory.latents[:, step], trajectory.latents[:, step + 1]
-    timestep = torch.full((len(sample),), sigmas[step] * 1000.0, device=sample.device)
 
-    def velocity():
-        return transformer(
-            hidden_states=sample, timestep=timestep, encoder_hidden_states=trajectory.text, return_dict=False
-        )[0]
+    def step_distribution():
+        velocity = guided_velocity(
+            transformer, sample, sigmas[step], trajectory.text, trajectory.negative_text, trajectory.guidance_scale
+        )
+        return sde_step(velocity, sample, sigmas[step], sigmas[step + 1], config.noise_level, next_sample=next_sample)
 
     with torch.no_grad():
         transformer.disable_adapters()
-        _, _, reference_mean, _ = sde_step(
-            velocity(), sample, sigmas[step], sigmas[step + 1], config.noise_level, next_sample=next_sample
-        )
+        _, _, reference_mean, _ = step_distribution()
         transformer.enable_adapters()
-    _, log_prob, mean, scale = sde_step(
-        velocity(), sample, sigmas[step], sigmas[step + 1], config.noise_level, next_sample=next_sample
-    )
+    _, log_prob, mean, scale = step_distribution()
     ratio = torch.exp(log_prob - trajectory.log_probs[:, step].to(log_prob))
     clipped = torch.clamp(ratio, 1.0 - config.clip_range, 1.0 + config.clip_range)
     policy_loss = torch.maximum(-advantages * ratio, -advantages * clipped).mean()
     kl = ((mean - reference_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * scale**2)
+    if config.kl_form == "flow_grpo":
+        kl = kl * (sigmas[step] - sigmas[step + 1])
     loss = policy_loss + config.kl_beta * kl.mean()
     return loss, {
         "kl": kl.mean().item(),
@@ -221,6 +296,8 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
                 config.sampling_steps,
                 config.noise_level,
                 generator,
+                config.guidance_scale,
+                config.negative_prompt,
             )
         rewards, _ = reward_fn(trajectory.videos, prompts, [{} for _ in prompts])
         rewards = np.asarray(rewards, dtype=np.float32)
@@ -228,16 +305,22 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
             np.nan_to_num(rewards, nan=float(np.nanmean(rewards))), config.group_size, config.advantage_clip
         ).to(trajectory.latents.device)
         transformer.train()
-        totals = torch.zeros(3)  # loss, KL, clip fraction, averaged over the trained steps
-        for denoising_step in trained:
-            with accelerator.autocast():
-                loss, stats = policy_step_loss(transformer, trajectory, advantages, denoising_step, config)
-            (loss / len(trained)).backward()
-            totals += torch.tensor([loss.item(), stats["kl"], stats["clip_fraction"]]) / len(trained)
-        average_gradients(accelerator, parameters)
-        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        totals = torch.zeros(3)  # loss, KL, clip fraction, averaged over the updates and trained steps
+        shuffled = torch.randperm(len(prompts), generator=generator)
+        for rows in shuffled.tensor_split(config.updates_per_batch):
+            mini_batch = trajectory.select(rows)
+            for denoising_step in trained:
+                with accelerator.autocast():
+                    loss, stats = policy_step_loss(
+                        transformer, mini_batch, advantages[rows.to(advantages.device)], denoising_step, config
+                    )
+                (loss / len(trained)).backward()
+                share = len(trained) * config.updates_per_batch
+                totals += torch.tensor([loss.item(), stats["kl"], stats["clip_fraction"]]) / share
+            average_gradients(accelerator, parameters)
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         reward = torch.tensor([float(np.nanmean(rewards))])
         row = accelerator.reduce(torch.cat([reward, totals]).to(accelerator.device), reduction="mean").tolist()
         state["step"] = step + 1

@@ -9,6 +9,7 @@ from descore_reward import DeScoreReward, WeightedRewards
 from descore_reward.integrations.longcat_grpo import (
     LongcatGRPOConfig,
     grouped_advantages,
+    policy_step_loss,
     sample_with_log_probs,
     sde_step,
     train_longcat_grpo,
@@ -32,38 +33,100 @@ def test_sde_step_log_prob_is_the_gaussian_density():
     assert torch.isfinite(at_one).all() and first_scale == pytest.approx(0.7 * (1 / 0.1) ** 0.5 * 0.1**0.5)
 
 
-def test_sampler_records_what_training_replays(tiny_wan_dir):
+@pytest.mark.parametrize("guidance_scale", [1.0, 4.5])
+def test_sampler_records_what_training_replays(tiny_wan_dir, guidance_scale):
+    """The policy that sampled gives the recorded log-probs back, guided as when sampled: at the first
+    update the ratio is exactly 1 and no video is clipped."""
     pipeline = load_wan(tiny_wan_dir)
     torch.manual_seed(0)
     add_transformer_lora(pipeline.transformer, 4, 8)
     trajectory = sample_with_log_probs(
-        pipeline, ["a red square"] * 3, steps=5, noise_level=0.7, generator=torch.Generator().manual_seed(1), **SIZE
+        pipeline,
+        ["a red square"] * 3,
+        steps=5,
+        noise_level=0.7,
+        generator=torch.Generator().manual_seed(1),
+        guidance_scale=guidance_scale,
+        **SIZE,
     )
     assert trajectory.videos.shape == (3, 9, 3, 32, 32) and 0 <= trajectory.videos.min() <= trajectory.videos.max() <= 1
     assert trajectory.latents.shape[1] == 6 and trajectory.log_probs.shape == (3, 5)
-    with torch.no_grad():  # the policy that sampled gives the recorded log-probs back: ratio 1 at the first update
+    assert (trajectory.negative_text is not None) == (guidance_scale > 1)
+    config = LongcatGRPOConfig(pipeline="-", output_dir="-", prompts=["-"], noise_level=0.7)
+    with torch.no_grad():
         for step in range(4):
-            sigma = trajectory.sigmas[step]
-            velocity = pipeline.transformer(
-                hidden_states=trajectory.latents[:, step],
-                timestep=torch.full((3,), sigma * 1000.0),
-                encoder_hidden_states=trajectory.text,
-                return_dict=False,
-            )[0]
-            _, log_prob, _, _ = sde_step(
-                velocity,
-                trajectory.latents[:, step],
-                sigma,
-                trajectory.sigmas[step + 1],
-                0.7,
-                next_sample=trajectory.latents[:, step + 1],
-            )
-            torch.testing.assert_close(log_prob, trajectory.log_probs[:, step])
+            loss, stats = policy_step_loss(pipeline.transformer, trajectory, torch.ones(3), step, config)
+            assert stats["clip_fraction"] == 0.0
+            assert loss.item() == pytest.approx(-1.0, abs=1e-5), "ratio 1 and a zero KL: the loss is -advantage"
+
+
+def test_guidance_changes_the_samples(tiny_wan_dir):
+    pipeline = load_wan(tiny_wan_dir)
+    videos = [
+        sample_with_log_probs(
+            pipeline,
+            ["a red square"],
+            steps=3,
+            noise_level=0.7,
+            generator=torch.Generator().manual_seed(1),
+            guidance_scale=scale,
+            **SIZE,
+        ).videos
+        for scale in (1.0, 4.5)
+    ]
+    assert not torch.allclose(*videos)
+
+
+def test_several_updates_per_batch_make_the_clip_act(tiny_wan_dir, tmp_path):
+    """One update per sampled batch leaves every ratio at 1; with two, the second mini-batch meets a
+    policy the first has moved, and with a large step the clip range acts."""
+
+    def clip_fraction(updates):
+        config = LongcatGRPOConfig(
+            pipeline=str(tiny_wan_dir),
+            output_dir=str(tmp_path / f"updates{updates}"),
+            prompts=["a red square"],
+            steps=1,
+            prompts_per_step=1,
+            group_size=4,
+            updates_per_batch=updates,
+            sampling_steps=3,
+            guidance_scale=1.0,
+            learning_rate=1e-1,
+            lora_rank=4,
+            lora_alpha=8,
+            report_to=None,
+            **SIZE,
+        )
+        return train_longcat_grpo(config, mean_brightness, pipeline=load_wan(tiny_wan_dir))["clip_fraction"][0]
+
+    assert clip_fraction(1) == 0.0 and clip_fraction(2) > 0.0
+
+
+def test_the_kl_forms_differ_by_the_step_size(tiny_wan_dir):
+    pipeline = load_wan(tiny_wan_dir)
+    torch.manual_seed(0)
+    add_transformer_lora(pipeline.transformer, 4, 8)
+    with torch.no_grad():
+        for parameter in pipeline.transformer.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05)  # a policy away from the reference
+    trajectory = sample_with_log_probs(
+        pipeline, ["a red square"] * 2, steps=5, noise_level=0.7, generator=torch.Generator().manual_seed(1), **SIZE
+    )
+    kls = {}
+    for form in ("flow_grpo", "gaussian"):
+        config = LongcatGRPOConfig(pipeline="-", output_dir="-", prompts=["-"], kl_form=form)
+        with torch.no_grad():
+            kls[form] = policy_step_loss(pipeline.transformer, trajectory, torch.zeros(2), 1, config)[1]["kl"]
+    step = trajectory.sigmas[1] - trajectory.sigmas[2]
+    assert kls["gaussian"] > 0 and kls["flow_grpo"] == pytest.approx(kls["gaussian"] * step, rel=1e-5)
 
 
 def test_grouped_advantages():
     advantages = grouped_advantages(np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0]), 3)
-    torch.testing.assert_close(advantages[:3], torch.tensor([-1.0, 0.0, 1.0]), atol=1e-3, rtol=0)
+    spread = (2 / 3) ** 0.5  # the group's std without Bessel's correction, as Flow-GRPO
+    torch.testing.assert_close(advantages[:3], torch.tensor([-1.0, 0.0, 1.0]) / spread, atol=1e-3, rtol=0)
     assert torch.all(advantages[3:] == 0)
     assert grouped_advantages(np.array([0.0, 0.0, 0.0, 1e6]), 4, clip=1.0).abs().max() == 1.0
 
@@ -93,6 +156,9 @@ def test_a_few_steps_move_fresh_samples_the_way_the_reward_points(tiny_wan_dir, 
             steps=60,
             group_size=4,
             prompts_per_step=4,
+            updates_per_batch=1,
+            guidance_scale=1.0,
+            kl_form="gaussian",
             sampling_steps=6,
             learning_rate=1e-2,
             lora_rank=4,
