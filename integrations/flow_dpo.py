@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data import DataError
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
+from .wan_generation import write_mp4_atomically
 from .wan_lora import check_precision, save_checkpoint, start_lora_training
 from .wan_vae import cached_latents
 
@@ -47,8 +48,6 @@ def rank_dpo_pairs(
     With `pipeline`, videos are generated (`pipeline_kwargs` go to it) and saved as
     `out_dir/videos/{prompt index}_{k}.mp4`; without, those files must already exist.
     """
-    from diffusers.utils import export_to_video
-
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     pairs_path, skipped_path = out_dir / "pairs.jsonl", out_dir / "skipped.jsonl"
@@ -69,11 +68,11 @@ def rank_dpo_pairs(
                 prompt,
                 num_videos_per_prompt=samples_per_prompt,
                 generator=generator,
-                output_type="np",
+                output_type="pt",
                 **pipeline_kwargs,
             ).frames
             for video, path in zip(frames, paths, strict=True):
-                export_to_video(list(video), str(path), fps=fps)
+                write_mp4_atomically(video, path, fps)
         scores, _ = reward_fn([str(p) for p in paths], [prompt] * len(paths))
         best, worst = int(np.nanargmax(scores)), int(np.nanargmin(scores))
         row = {
