@@ -405,6 +405,7 @@ def test_stage_two_evaluates_held_out_pairs_in_think_and_fast_mode(stage1, tmp_p
     for row in state["evaluations"]:
         for mode in ("think", "fast"):
             assert 0.0 <= row[f"eval_{mode}_accuracy"] <= 1.0 and 0.0 <= row[f"eval_{mode}_accuracy_with_ties"] <= 1.0
+        assert row["eval_format_rate"] == 0.0, "six greedy tokens of a random writer never form an answer block"
     assert (tmp_path / "rl" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

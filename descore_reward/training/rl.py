@@ -69,7 +69,8 @@ class RLConfig:
         a CoT, so fast mode, which the diffusion integrations use, drifts; this keeps it calibrated. On
         (0.005) here, off in `rl_paper.yaml` (the authors' recipe has no such term).
     eval_data / eval_every: held-out pairs whose accuracy (with and without ties) is measured every
-        `eval_every` steps in think mode (the policy's greedy CoT, scored by the head) and fast mode.
+        `eval_every` steps in think mode (the policy's greedy CoT, scored by the head) and fast mode,
+        with the share of greedy CoTs in the rubric's answer format; `eval_batch_size` videos at a time.
     """
 
     model: str
@@ -106,6 +107,7 @@ class RLConfig:
     length_levels: list | None = None
     eval_data: str | None = None
     eval_every: int = 10
+    eval_batch_size: int = 8
     seed: int = 0
     log_every: int = 1
     save_every: int = 10
@@ -486,14 +488,19 @@ def policy_update(
 @torch.no_grad()
 def evaluate_policy(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> dict[str, float]:
     """Held-out pair accuracy, with and without ties, in think mode (the policy's greedy CoT scored by
-    the head) and fast mode (the CoT masked)."""
+    the head) and fast mode (the CoT masked), and the share of greedy CoTs in the rubric's format."""
     was_training = model.training
     model.eval()
     videos = [p.video_a for p in pairs] + [p.video_b for p in pairs]
     prompts = [p.prompt for p in pairs] * 2
     metrics = {}
     for mode, think in (("think", True), ("fast", False)):
-        rewards = [r.reward for r in model.score(videos, prompts, think=think, max_new_tokens=config.max_new_tokens)]
+        results = model.score(
+            videos, prompts, think=think, max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size
+        )
+        if think:
+            metrics["eval_format_rate"] = float(np.mean([model.rubric.parse(r.cot).well_formed for r in results]))
+        rewards = [r.reward for r in results]
         margins = np.asarray(rewards[: len(pairs)]) - np.asarray(rewards[len(pairs) :])
         result = preference_metrics([p.human for p in pairs], margins)
         metrics[f"eval_{mode}_accuracy"] = result["accuracy_without_ties"]
@@ -515,13 +522,13 @@ def plot_training(state: dict, path: Path) -> None:
             "kl",
             "clip_fraction",
         ),
-        "evaluations": ("eval_think_accuracy", "eval_fast_accuracy"),
+        "evaluations": ("eval_think_accuracy", "eval_fast_accuracy", "eval_format_rate"),
     }
     curves = {}
     for key, names in series.items():
         rows = state[key]
         for name in names if rows else ():
-            curves[name] = ([row["step"] for row in rows], [row[name] for row in rows])
+            curves[name] = ([row["step"] for row in rows], [row.get(name, math.nan) for row in rows])
     plot_curves(curves, path, "stage 2: dual-objective RL")
 
 
