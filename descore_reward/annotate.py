@@ -38,7 +38,8 @@ class TeacherError(RuntimeError):
 
 
 class LocalTeacher:
-    """A Hugging Face VLM (Qwen3-VL-8B in the paper) generating CoTs through DeScore's video path."""
+    """A Hugging Face VLM (Qwen3-VL-8B in the paper) generating CoTs through DeScore's video path, greedy;
+    `generation_kwargs` go to `generate` (a `logits_processor`, say)."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class LocalTeacher:
         max_new_tokens: int = 1024,
         sampling: VideoSampling | None = None,
         rubric: str = "descore",
+        generation_kwargs: dict | None = None,
     ):
         import torch
 
@@ -57,9 +59,17 @@ class LocalTeacher:
         config = DeScoreConfig(sampling=sampling or VideoSampling(), rubric=rubric)
         self.model = DeScoreModel.from_backbone(model, config, dtype=dtype, device=device)
         self.max_new_tokens = max_new_tokens
+        self.generation_kwargs = generation_kwargs or {}
 
     def __call__(self, videos: list, prompts: list[str]) -> list[str]:
-        results = self.model.score(videos, prompts, think=True, max_new_tokens=self.max_new_tokens)
+        results = self.model.score(
+            videos,
+            prompts,
+            think=True,
+            batch_size=len(videos),
+            max_new_tokens=self.max_new_tokens,
+            generation_kwargs=self.generation_kwargs,
+        )
         return [result.cot for result in results]
 
 

@@ -48,17 +48,46 @@ def pairs(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("annotate"), 4, seed=5, tie_rate=0.0)
 
 
-def test_tiny_local_teacher_end_to_end(tiny_backbone_dir, pairs, tmp_path):
-    teacher = LocalTeacher(
-        str(tiny_backbone_dir),
-        device="cpu",
-        max_new_tokens=8,
-        sampling=TINY_SAMPLING,
-    )
-    summary = annotate(pairs, teacher, tmp_path / "out.jsonl", stage=1)
-    rejected = [json.loads(line) for line in (tmp_path / "out.rejected.jsonl").read_text().splitlines()]
-    assert summary.rejected == 4 and summary.kept == 0 and len(rejected) == 4
-    assert all(row["reason"].startswith("format:") and row["cot_a"] is not None for row in rejected)
+class ScriptedWriter:
+    """A logits processor that makes greedy decoding write `texts[row]` then end: the real model,
+    processor and decoding loop, with CoTs whose verdicts the test chooses."""
+
+    def __init__(self, tokenizer, texts: list[str]):
+        end = [tokenizer.eos_token_id]
+        self.targets = [tokenizer(text, add_special_tokens=False).input_ids + end for text in texts]
+        self.start = None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        step = input_ids.shape[1] - self.start
+        forced = scores.new_full(scores.shape, float("-inf"))
+        for row, target in enumerate(self.targets):
+            token = target[min(step, len(target) - 1)]
+            forced[row, token] = scores[row, token]
+        return forced
+
+
+def test_local_teacher_keeps_the_pairs_its_cots_agree_with(tiny_backbone_dir, pairs, tmp_path):
+    """A local teacher (the tiny Qwen3-VL, steered to write the descore answer format) that rates
+    every A video 5.0 and every B video 2.5: exactly the pairs labelled A are kept, with parsed sub-scores."""
+    from transformers import LogitsProcessorList
+
+    from descore_reward.data import read_jsonl
+    from descore_reward.rubrics import DeScoreRubric
+
+    rubric = DeScoreRubric()
+    scores = {"subject": 2, "dynamics": 2, "camera": 2, "environment": 2, "style": "N/A"}
+    good = rubric.format_answer("As asked.", scores, 5.0)
+    poor = rubric.format_answer("Off.", {**scores, "subject": 0}, 2.5)
+    labels = [pair.label for pair in read_jsonl(pairs)]
+    teacher = LocalTeacher(str(tiny_backbone_dir), device="cpu", max_new_tokens=160, sampling=TINY_SAMPLING)
+    writer = ScriptedWriter(teacher.model.processor.tokenizer, [good, poor] * len(labels))
+    teacher.generation_kwargs = {"logits_processor": LogitsProcessorList([writer])}
+    summary = annotate(pairs, teacher, tmp_path / "out.jsonl", stage=2, batch_size=len(labels))
+    kept = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert "A" in labels and "B" in labels, "the fixture holds both labels"
+    assert summary.kept == labels.count("A") and summary.rejected == labels.count("B")
+    assert all(row["cot_a"] == good and row["scores_b"]["subject"] == 0 for row in kept)
 
 
 class ScriptedChatServer(BaseHTTPRequestHandler):
