@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_directory
+from ..training.distributed import data_parallel_accelerator
 
 # Attention and feed-forward projections of every block, and the output projection.
 WAN_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "proj_out"]
@@ -75,11 +76,7 @@ def start_lora_training(config, pipeline, checkpoint: Path, project: str, fresh_
     report_to, seed, lora_rank, lora_alpha, learning_rate). Returns `(accelerator, pipeline, optimizer,
     state)`.
     """
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=config.output_dir
-    )
+    accelerator = data_parallel_accelerator(config.output_dir, config.mixed_precision, config.report_to)
     pipeline = (pipeline or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
     torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
     add_transformer_lora(pipeline.transformer, config.lora_rank, config.lora_alpha)

@@ -41,6 +41,16 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     from descore_reward.training import cold_start, rl
 
     results = {}
+    recorded = []
+
+    def recording_average(accelerator, parameters, *args):
+        """Cold start's gradient averaging, keeping the first step's averaged gradients."""
+        average(accelerator, parameters, *args)
+        if not recorded:
+            recorded.append({str(i): p.grad.detach().clone() for i, p in enumerate(parameters) if p.grad is not None})
+
+    average = cold_start.average_gradients
+    cold_start.average_gradients = recording_average
     for name, module, builder, config in (
         ("cold_start", cold_start, "build_model", cold_start.ColdStartConfig(**spec["cold_start"])),
         ("rl", rl, "prepare_policy", rl.RLConfig(**spec["rl"])),
@@ -53,6 +63,8 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
         finally:
             setattr(module, builder, original)
         results[name] = trainable(built[0])
+    cold_start.average_gradients = average
+    results["cold_start_gradients"] = recorded[0]
     for name, config, train in (
         ("flow_dpo", FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: train_flow_dpo(c, pipeline=p)),
         ("grpo", LongcatGRPOConfig(**spec["grpo"]), lambda c, p: train_longcat_grpo(c, brightness, pipeline=p)),

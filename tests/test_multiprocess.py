@@ -1,7 +1,11 @@
-"""Several processes: the trainers that split work (cold start, stage-2 RL, Flow-DPO, Longcat GRPO) run under
-`torchrun` on two CPU processes. Each process draws its own data, so the processes must end with the
-same weights (gradients averaged), and those must differ from a one-process run (the second process's
-data counted)."""
+"""Several processes: the four trainers (cold start, stage-2 RL, Flow-DPO, Longcat GRPO) run under
+`torchrun` on two CPU processes, and must end with the same weights on both (gradients averaged).
+
+Cold start's two processes split one global batch, so their update must equal a one-process run's on
+the same batch (CoT masking and LoRA dropout off, the two draws that depend on the process): a sum in
+place of a mean, or a halved effective batch, fails that. The other three draw their own prompts and
+rollouts per process, which one process cannot replay, so their weights must differ from a
+one-process run's (the second process's data counted)."""
 
 import json
 import os
@@ -32,6 +36,8 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             batch_size=4,
             micro_batch_size=1,
             max_steps=2,
+            p_mask=0.0,
+            lora_dropout=0.0,
             learning_rate=1e-3,
             eval_every=100,
             report_to=None,
@@ -117,5 +123,12 @@ def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_pat
         assert ranks[0][trainer].keys() == ranks[1][trainer].keys() == one[trainer].keys()
         for name, weight in ranks[0][trainer].items():
             torch.testing.assert_close(ranks[1][trainer][name], weight, msg=f"{trainer} {name}: ranks disagree")
+        if trainer == "cold_start":  # one global batch split over two processes: the same gradient and update
+            for name, gradient in one["cold_start_gradients"].items():  # AdamW would hide a sum's 2x scale
+                torch.testing.assert_close(ranks[0]["cold_start_gradients"][name], gradient, atol=1e-6, rtol=1e-4)
+            assert any(w.abs().sum() > 0 for n, w in one[trainer].items() if "lora_B" in n), "LoRA trained"
+            for name, weight in one[trainer].items():
+                torch.testing.assert_close(ranks[0][trainer][name], weight, atol=1e-6, rtol=1e-4, msg=name)
+            continue
         moved = [not torch.allclose(ranks[0][trainer][n], one[trainer][n], atol=1e-7) for n in one[trainer]]
         assert any(moved), f"{trainer}: two processes trained exactly as one; the second's data did not count"

@@ -13,7 +13,6 @@ accumulation, accelerate for devices and precision, atomic checkpoints with exac
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -33,7 +32,7 @@ from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..plots import save_figure
 from ..video import VideoSampling
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
-from .distributed import finish_trackers
+from .distributed import average_gradients, data_parallel_accelerator, finish_trackers
 
 
 @dataclass
@@ -119,8 +118,8 @@ class ColdStartConfig:
             raise ValueError(f"lr_scheduler must be 'cosine' or 'constant_with_warmup', got {self.lr_scheduler!r}")
         if self.instruction_file is not None and not Path(self.instruction_file).is_file():
             raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("no", "bf16"):  # a plain optimizer step: no fp16 loss scaling
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
@@ -175,8 +174,7 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
         )
     elif not config.lora:
         # fp32 master weights (a checkpoint may load in bf16; `mixed_precision` sets the compute dtype),
-        # and only what reaches the loss trains: scoring never uses the LM head, and DDP refuses
-        # parameters that get no gradient.
+        # and only what reaches the loss trains: scoring never uses the LM head.
         model.backbone.float().requires_grad_(True)
         model.unwrapped_backbone.lm_head.requires_grad_(False)
         model.language_backbone.visual.requires_grad_(config.adapt_vision)
@@ -228,7 +226,6 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     `stop_after` ends the run after that many optimizer steps, as an interruption would (the
     schedule still spans the whole run). Returns the trainer state: step, losses, evaluations.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -238,9 +235,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     eval_pairs = read_pairs(config.eval_data, config.label_column, template) if config.eval_data else []
     if config.loss == "bt" and not any(p.human for p in train_pairs):
         raise ValueError(f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs")
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=str(output_dir)
-    )
+    accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
     accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
     set_seed(config.seed)
     model = build_model(config)
@@ -269,13 +264,13 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = get_scheduler(config.lr_scheduler, optimizer, round(config.warmup_ratio * total_steps), total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    model.to(accelerator.device)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "losses": [], "evaluations": []}
     previous = checkpoints(output_dir)
     if previous:
-        state = load_checkpoint(previous[-1], unwrapped, optimizer, scheduler)
+        state = load_checkpoint(previous[-1], model, optimizer, scheduler)
         accelerator.print(f"resuming from {previous[-1]} (step {state['step']})")
     if accelerator.is_main_process and config.report_to:
         accelerator.init_trackers("descore-cold-start", {k: str(v) for k, v in dataclasses.asdict(config).items()})
@@ -285,7 +280,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
             return
         row = {"step": state["step"]}
         for name, use_cot in (("cot", True), ("masked", False)):
-            metrics = evaluate_pairs(unwrapped, eval_pairs, use_cot, config.micro_batch_size)
+            metrics = evaluate_pairs(model, eval_pairs, use_cot, config.micro_batch_size)
             row[f"accuracy_{name}"] = metrics["accuracy_without_ties"]
             row[f"accuracy_with_ties_{name}"] = metrics["accuracy_with_ties"]
         state["evaluations"].append(row)
@@ -305,14 +300,15 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
             key = (config.seed, state["epoch"], state["batches_done"], accelerator.process_index)
             cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, key, config.mask_per)
             labels = torch.tensor([p.human for p in batch.pairs], device=accelerator.device)
-            with contextlib.nullcontext() if last_of_step else accelerator.no_sync(model):
+            with accelerator.autocast():
                 reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
                 loss = pair_loss(reward_a, reward_b, labels, config) / accumulation
-                accelerator.backward(loss)
+            loss.backward()
             window_loss += loss.item()
             if not last_of_step:
                 continue
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            average_gradients(accelerator, parameters)
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -332,14 +328,14 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
                 state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
             at_save = state["step"] % config.save_every == 0 or finished or state["step"] == stop_after
             if at_save and accelerator.is_main_process:
-                save_checkpoint(output_dir, unwrapped, optimizer, scheduler, state, config.keep_checkpoints)
+                save_checkpoint(output_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
             if finished or state["step"] == stop_after:
                 break
         if state["step"] == stop_after:
             break
     progress.close()
     if finished and accelerator.is_main_process:
-        unwrapped.save_pretrained(output_dir / "final", include_backbone=not config.lora)
+        model.save_pretrained(output_dir / "final", include_backbone=not config.lora)
         atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
         plot_training(state, output_dir / "training_curves.png")
     finish_trackers(accelerator)

@@ -1,6 +1,8 @@
-"""What the trainers share across processes under `accelerate launch`: per-process seeds, and gradients
-averaged in one all-reduce (the trainers keep their models unwrapped, so adapters can be switched off
-for reference passes and a step may run several forwards before its backward)."""
+"""How every trainer runs on several processes (`accelerate launch`): plain data parallelism. Each
+process holds the whole model, unwrapped (adapters can be switched off for reference passes and a
+step may run several forwards before its backward), draws its own data with its own seeds, and the
+gradients are averaged across processes before each optimizer step. FSDP and DeepSpeed are refused.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +15,42 @@ def step_seed(seed: int, step: int, process_index: int) -> int:
     return int(np.random.SeedSequence([seed, step, process_index]).generate_state(1)[0])
 
 
-def average_gradients(accelerator, parameters) -> None:
-    """Replace each gradient by its mean over processes (a no-op for one process). Every process must
-    hold gradients for the same parameters, as it does when all run the same graph."""
+def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
+    """The `Accelerator` of a trainer (devices, mixed precision, trackers), after checking that accelerate
+    is not configured for an engine the trainers do not drive."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    accelerator = Accelerator(mixed_precision=mixed_precision, log_with=report_to, project_dir=str(output_dir))
+    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    if accelerator.distributed_type in sharded:
+        raise ValueError(
+            f"accelerate is configured for {accelerator.distributed_type.value}; the trainers run plain data "
+            "parallelism (every process holds the whole model): launch with `accelerate launch --multi_gpu` "
+            "or `--config_file examples/configs/accelerate_ddp.yaml` (README: Scaling out)"
+        )
+    return accelerator
+
+
+def average_gradients(accelerator, parameters, bucket_elements: int = 2**26) -> None:
+    """Replace each gradient by its mean over processes (a no-op for one process), all-reduced in flat
+    buckets of at most `bucket_elements` elements, so a full fine-tune never holds a second copy of
+    all its gradients. Every process must hold gradients for the same parameters, as it does when all
+    run the same graph."""
     if accelerator is None or accelerator.num_processes == 1:
         return
     grads = [p.grad for p in parameters if p.grad is not None]
-    flat = accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
-    for grad, chunk in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(chunk.view_as(grad))
+    buckets, size = [[]], 0
+    for grad in grads:
+        if buckets[-1] and size + grad.numel() > bucket_elements:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(grad)
+        size += grad.numel()
+    for bucket in buckets:
+        flat = accelerator.reduce(torch.cat([g.flatten() for g in bucket]), reduction="mean")
+        for grad, chunk in zip(bucket, flat.split([g.numel() for g in bucket])):
+            grad.copy_(chunk.view_as(grad))
 
 
 def finish_trackers(accelerator) -> None:

@@ -39,7 +39,7 @@ from ..plots import plot_curves
 from ..rubrics import RolloutRewardConfig, Rubric, get_rubric
 from ..video import load_video
 from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
-from .distributed import average_gradients, finish_trackers, step_seed
+from .distributed import average_gradients, data_parallel_accelerator, finish_trackers, step_seed
 
 
 @dataclass
@@ -548,13 +548,11 @@ def check_truths(pairs: list[PreferencePair], rubric_name: str) -> None:
 
 def train(config: RLConfig, stop_after: int | None = None) -> dict:
     """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state."""
-    from accelerate import Accelerator
-
     output_dir = Path(config.output_dir)
     pairs = read_pairs(config.train_data)  # JSONL, or the authors' stage-2 CSV
     check_truths(pairs, read_config(config.model).rubric)  # before the model loads
     eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
-    accelerator = Accelerator(log_with=config.report_to, project_dir=str(output_dir))
+    accelerator = data_parallel_accelerator(output_dir, report_to=config.report_to)
     torch.manual_seed(config.seed)
     model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
