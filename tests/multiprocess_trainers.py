@@ -21,16 +21,6 @@ def trainable(module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
-def remembering(build, built: list):
-    """`build`, keeping what it returns in `built`."""
-
-    def wrapper(*args):
-        built.append(build(*args))
-        return built[-1]
-
-    return wrapper
-
-
 def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     """`spec` holds the keyword arguments of ColdStartConfig ("cold_start"), RLConfig ("rl"),
     FlowDPOConfig ("flow_dpo") and LongcatGRPOConfig ("grpo"); returns each run's trainable weights."""
@@ -38,6 +28,7 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
 
     from descore_reward.integrations.flow_dpo import FlowDPOConfig, train_flow_dpo
     from descore_reward.integrations.longcat_grpo import LongcatGRPOConfig, train_longcat_grpo
+    from descore_reward.modeling import DeScoreModel
     from descore_reward.training import cold_start, rl
 
     results = {}
@@ -51,18 +42,13 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
 
     average = cold_start.average_gradients
     cold_start.average_gradients = recording_average
-    for name, module, builder, config in (
-        ("cold_start", cold_start, "build_model", cold_start.ColdStartConfig(**spec["cold_start"])),
-        ("rl", rl, "prepare_policy", rl.RLConfig(**spec["rl"])),
+    for name, module, config in (
+        ("cold_start", cold_start, cold_start.ColdStartConfig(**spec["cold_start"])),
+        ("rl", rl, rl.RLConfig(**spec["rl"])),
     ):
-        built = []
-        original = getattr(module, builder)
-        setattr(module, builder, remembering(original, built))
-        try:  # the stage trainers build their model inside; keep a handle on it
-            module.train(config)
-        finally:
-            setattr(module, builder, original)
-        results[name] = trainable(built[0])
+        model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
+        module.train(config, model)  # trains `model` in place
+        results[name] = trainable(model)
     cold_start.average_gradients = average
     results["cold_start_gradients"] = recorded[0]
     for name, config, train in (

@@ -154,7 +154,7 @@ def masked_cots(
 
 
 def build_model(config: ColdStartConfig) -> DeScoreModel:
-    """The model to train: loaded or new, with LoRA or fully trainable, per `config`."""
+    """The model to train: loaded or new (`config.model`), then set up by `prepare_model`."""
     if (Path(config.model) / CONFIG_NAME).is_file():
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
     else:
@@ -168,6 +168,11 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
             instruction_template=template,
         )
         model = DeScoreModel.from_backbone(config.model, descore_config, seed=config.seed)
+    return prepare_model(model, config)
+
+
+def prepare_model(model: DeScoreModel, config: ColdStartConfig) -> DeScoreModel:
+    """`model` with LoRA or fully trainable per `config`, in train mode."""
     if config.lora and not isinstance(model.backbone, PeftModel):  # a loaded checkpoint keeps its adapter
         model.add_lora(
             config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.adapt_vision
@@ -220,11 +225,13 @@ def evaluate_pairs(model: DeScoreModel, pairs: list[PreferencePair], use_cot: bo
     return preference_metrics([p.human for p in pairs], margins)
 
 
-def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
+def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after: int | None = None) -> dict:
     """Run stage 1, resuming from the newest checkpoint in `output_dir` if there is one.
 
-    `stop_after` ends the run after that many optimizer steps, as an interruption would (the
-    schedule still spans the whole run). Returns the trainer state: step, losses, evaluations.
+    `model`: a DeScore model to train (set up by `prepare_model`, and trained in place); None builds
+    it from `config.model`. `stop_after` ends the run after that many optimizer steps, as an
+    interruption would (the schedule still spans the whole run). Returns the trainer state: step,
+    losses, evaluations.
     """
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -238,7 +245,7 @@ def train(config: ColdStartConfig, stop_after: int | None = None) -> dict:
     accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
     accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
     set_seed(config.seed)
-    model = build_model(config)
+    model = build_model(config) if model is None else prepare_model(model, config)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )

@@ -546,15 +546,19 @@ def check_truths(pairs: list[PreferencePair], rubric_name: str) -> None:
         raise DataError(problems)
 
 
-def train(config: RLConfig, stop_after: int | None = None) -> dict:
-    """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state."""
+def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int | None = None) -> dict:
+    """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state.
+
+    `model`: the stage-1 model, already loaded (with `is_trainable=True`), made the policy by
+    `prepare_policy` and trained in place; None loads `config.model`, which names the stage-1
+    checkpoint either way (the reference adapter or the frozen reference is read from it)."""
     output_dir = Path(config.output_dir)
     pairs = read_pairs(config.train_data)  # JSONL, or the authors' stage-2 CSV
-    check_truths(pairs, read_config(config.model).rubric)  # before the model loads
+    check_truths(pairs, (model.config if model is not None else read_config(config.model)).rubric)  # before loading
     eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
     accelerator = data_parallel_accelerator(output_dir, report_to=config.report_to)
     torch.manual_seed(config.seed)
-    model = prepare_policy(DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
+    model = prepare_policy(model or DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
     reference = None
     if not config.lora:  # a full fine-tune moves every weight: the reference is a frozen copy of stage 1
