@@ -1,6 +1,7 @@
-"""Preference losses on scalar rewards: Bradley-Terry, and Rao-Kupper for pairs that may tie.
+"""What the trainers optimise on scalar rewards: Bradley-Terry, Rao-Kupper for pairs that may tie,
+and GRPO's group-normalised advantages (stage 2 and Wan GRPO alike).
 
-All functions take rewards of shape `(B,)` and return a scalar mean loss or `(B,)` probabilities.
+The preference functions take rewards of shape `(B,)` and return a scalar mean loss or `(B,)` probabilities.
 """
 
 from __future__ import annotations
@@ -49,3 +50,15 @@ def rao_kupper_loss(reward_a: torch.Tensor, reward_b: torch.Tensor, label: torch
     log_p_tie = math.log(theta**2 - 1.0) + log_p_a + log_p_b
     log_likelihood = torch.where(label > 0, log_p_a, torch.where(label < 0, log_p_b, log_p_tie))
     return -log_likelihood.mean()
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, bessel: bool = True, clip: float | None = None
+) -> torch.Tensor:
+    """`(r - group mean) / (group std + 1e-4)` for rewards `(N,)` in consecutive groups of `group_size`,
+    clipped to `+-clip` when given. `bessel`: the std with Bessel's correction (TRL's GRPO, stage 2);
+    without it, as Flow-GRPO (Wan GRPO)."""
+    groups = torch.as_tensor(rewards, dtype=torch.float32).view(-1, group_size)
+    spread = groups.std(1, correction=1 if bessel else 0, keepdim=True)
+    advantages = ((groups - groups.mean(1, keepdim=True)) / (spread + 1e-4)).view(-1)
+    return advantages if clip is None else advantages.clamp(-clip, clip)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..losses import group_advantages
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
 from .wan_lora import check_precision, save_checkpoint, start_lora_training
@@ -159,14 +160,6 @@ def sample_with_log_probs(
     videos = decode_latents(pipeline, latents)
     latents, log_probs = torch.stack(trajectory, 1), torch.stack(log_probs, 1)
     return Trajectory(videos, latents, log_probs, sigmas, text, negative_text if guided else None, guidance_scale)
-
-
-def grouped_advantages(rewards: np.ndarray, group_size: int, clip: float = 5.0) -> torch.Tensor:
-    """Per-prompt `(r - mean) / (std + 1e-4)`, clipped to +-clip, the std without Bessel's correction
-    (Flow-GRPO's); rewards `(P * G,)`."""
-    groups = torch.as_tensor(rewards, dtype=torch.float32).view(-1, group_size)
-    advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, correction=0, keepdim=True) + 1e-4)
-    return advantages.clamp(-clip, clip).view(-1)
 
 
 @dataclass
@@ -301,9 +294,9 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
             )
         rewards, _ = reward_fn(trajectory.videos, prompts, [{} for _ in prompts])
         rewards = np.asarray(rewards, dtype=np.float32)
-        advantages = grouped_advantages(
-            np.nan_to_num(rewards, nan=float(np.nanmean(rewards))), config.group_size, config.advantage_clip
-        ).to(trajectory.latents.device)
+        filled = torch.as_tensor(np.nan_to_num(rewards, nan=float(np.nanmean(rewards))))
+        advantages = group_advantages(filled, config.group_size, bessel=False, clip=config.advantage_clip)
+        advantages = advantages.to(trajectory.latents.device)
         transformer.train()
         totals = torch.zeros(3)  # loss, KL, clip fraction, averaged over the updates and trained steps
         shuffled = torch.randperm(len(prompts), generator=generator)

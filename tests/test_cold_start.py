@@ -161,8 +161,8 @@ def test_config_from_yaml_with_overrides(tmp_path):
 
 
 def test_a_full_fine_tune_trains_fp32_weights_that_all_reach_the_loss(tmp_path, small_data):
-    """What DDP requires (every trainable parameter gets a gradient) and fp32 master weights, from a
-    backbone saved in bf16."""
+    """Only what reaches the loss trains (every trainable parameter gets a gradient; the gradient
+    averaging expects the same set on every process) and fp32 master weights, from a backbone saved in bf16."""
     from descore_reward.data import PairCollator, read_jsonl
     from descore_reward.tiny import build_tiny_backbone
     from descore_reward.training.cold_start import pair_rewards

@@ -8,7 +8,6 @@ import torch
 from descore_reward import DeScoreReward, WeightedRewards
 from descore_reward.integrations.longcat_grpo import (
     LongcatGRPOConfig,
-    grouped_advantages,
     policy_step_loss,
     sample_with_log_probs,
     sde_step,
@@ -123,12 +122,14 @@ def test_the_kl_forms_differ_by_the_step_size(tiny_wan_dir):
     assert kls["gaussian"] > 0 and kls["flow_grpo"] == pytest.approx(kls["gaussian"] * step, rel=1e-5)
 
 
-def test_grouped_advantages():
-    advantages = grouped_advantages(np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0]), 3)
+def test_group_advantages_as_flow_grpo():
+    from descore_reward.losses import group_advantages
+
+    advantages = group_advantages(np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0]), 3, bessel=False, clip=5.0)
     spread = (2 / 3) ** 0.5  # the group's std without Bessel's correction, as Flow-GRPO
     torch.testing.assert_close(advantages[:3], torch.tensor([-1.0, 0.0, 1.0]) / spread, atol=1e-3, rtol=0)
     assert torch.all(advantages[3:] == 0)
-    assert grouped_advantages(np.array([0.0, 0.0, 0.0, 1e6]), 4, clip=1.0).abs().max() == 1.0
+    assert group_advantages(np.array([0.0, 0.0, 0.0, 1e6]), 4, bessel=False, clip=1.0).abs().max() == 1.0
 
 
 def mean_brightness(videos, prompts, metadata=None):

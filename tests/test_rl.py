@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
+from descore_reward.losses import group_advantages
 from descore_reward.modeling import DeScoreModel
 from descore_reward.synthetic import make_dataset
 from descore_reward.training.rl import (
     RLConfig,
-    group_advantages,
     grpo_loss,
     policy_update,
     prepare_policy,

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..data import DataError, PreferencePair, read_pairs
 from ..evaluation import preference_metrics
-from ..losses import labelled_bradley_terry_loss
+from ..losses import group_advantages, labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
 from ..plots import plot_curves
 from ..rubrics import RolloutRewardConfig, Rubric, get_rubric
@@ -136,14 +136,6 @@ class RLConfig:
         if "length_levels" in chosen:
             chosen["length_levels"] = tuple(tuple(level) for level in chosen["length_levels"])
         return dataclasses.replace(rubric.rewards, **chosen)
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """`(r - group mean) / (group std + 1e-4)` for rewards `(N,)` in consecutive groups (std with
-    Bessel's correction, as TRL)."""
-    groups = rewards.view(-1, group_size)
-    advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
-    return advantages.view(-1)
 
 
 def grpo_loss(
