@@ -28,7 +28,7 @@ from ..data import DataError
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
 from .wan_generation import write_mp4_atomically
-from .wan_lora import check_precision, save_checkpoint, start_lora_training
+from .wan_lora import check_precision, reference_transformer, save_checkpoint, start_lora_training
 from .wan_vae import cached_latents
 
 
@@ -187,10 +187,8 @@ def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None 
         noise = torch.randn(x0[: len(picks)].shape, generator=generator).to(x0).repeat(2, 1, 1, 1, 1)
         sigma = torch.sigmoid(torch.randn(len(picks), generator=generator)).to(x0).repeat(2)  # logit-normal time
         with accelerator.autocast():
-            with torch.no_grad():
-                transformer.disable_adapters()
+            with reference_transformer(transformer):
                 reference = velocity_error(transformer, x0, noise, sigma, text)
-                transformer.enable_adapters()
             error = velocity_error(transformer, x0, noise, sigma, text)
         loss = flow_dpo_loss(*error.chunk(2), *reference.chunk(2), config.beta)
         loss.backward()

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..losses import group_advantages
 from ..plots import plot_curves
 from ..training.distributed import average_gradients, finish_trackers, step_seed
-from .wan_lora import check_precision, save_checkpoint, start_lora_training
+from .wan_lora import check_precision, reference_transformer, save_checkpoint, start_lora_training
 from .wan_vae import decode_latents
 
 
@@ -233,10 +233,8 @@ def policy_step_loss(
         )
         return sde_step(velocity, sample, sigmas[step], sigmas[step + 1], config.noise_level, next_sample=next_sample)
 
-    with torch.no_grad():
-        transformer.disable_adapters()
+    with reference_transformer(transformer):
         _, _, reference_mean, _ = step_distribution()
-        transformer.enable_adapters()
     _, log_prob, mean, scale = step_distribution()
     ratio = torch.exp(log_prob - trajectory.log_probs[:, step].to(log_prob))
     clipped = torch.clamp(ratio, 1.0 - config.clip_range, 1.0 + config.clip_range)

@@ -6,6 +6,7 @@ state and the trainer state; it is written atomically, so the newest one is alwa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -49,6 +50,18 @@ def add_transformer_lora(transformer, rank: int, alpha: int) -> None:
     transformer.add_adapter(
         LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=WAN_LORA_TARGETS)
     )
+
+
+@contextlib.contextmanager
+def reference_transformer(transformer):
+    """`transformer` with its LoRA switched off, the reference policy of Flow-DPO and GRPO, for the block
+    (no gradients); switched back on after it, also on an error."""
+    transformer.disable_adapters()
+    try:
+        with torch.no_grad():
+            yield transformer
+    finally:
+        transformer.enable_adapters()
 
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
