@@ -236,6 +236,12 @@ def reference_policy(model: DeScoreModel):
 
 
 @torch.no_grad()
+def policy_logprobs(model: DeScoreModel, rollouts: Rollouts) -> torch.Tensor:
+    """The current policy's CoT log-probs `(N, L)`, without gradients (the old policy of an update)."""
+    return sequence_logprobs_and_rewards(model, rollouts)[0]
+
+
+@torch.no_grad()
 def reference_logprobs(model: DeScoreModel, reference: DeScoreModel | None, rollouts: Rollouts) -> torch.Tensor:
     """The reference policy's CoT log-probs `(N, L)`: a frozen reference model, or the reference adapter."""
     if reference is not None:
@@ -412,8 +418,11 @@ def policy_update(
         )
     ]
     with torch.no_grad():
-        old_logprobs = [[sequence_logprobs_and_rewards(model, micro)[0] for micro in mini] for mini in mini_batches]
-        ref_logprobs = [[reference_logprobs(model, reference, micro) for micro in mini] for mini in mini_batches]
+        grpo = config.grpo_coefficient != 0  # a BT-only update needs no old or reference pass
+        old_logprobs = [[policy_logprobs(model, micro) if grpo else None for micro in mini] for mini in mini_batches]
+        ref_logprobs = [
+            [reference_logprobs(model, reference, micro) if grpo else None for micro in mini] for mini in mini_batches
+        ]
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for _ in range(config.updates_per_batch):
         totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "masked_bt_loss", "kl", "clip_fraction"), 0.0)
@@ -431,6 +440,8 @@ def policy_update(
                 grpo_share = 1.0 if token_mean else len(micro.texts) / rows
                 bt_share = int((micro.labels != 0).sum()) / decided
                 logprobs, rewards = sequence_logprobs_and_rewards(model, micro)
+                if old is None:  # no GRPO term: ratio 1, no KL
+                    old = ref = logprobs.detach()
                 policy_loss, stats = grpo_loss(
                     logprobs,
                     old,
