@@ -100,6 +100,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(temporary)
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A staging file name beside `path`, with its extension, for writers that want a name (a video
+    encoder, say): renamed onto `path` when the block ends, removed if it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)
+    staging = path.with_name(f"{_staging_prefix(path, 'tmp')}staging{path.suffix}")
+    try:
+        yield staging
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` through a temporary file beside it and a rename."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_file, atomic_write_text
 
 # The five VBench dimensions of the paper's table.
 PAPER_DIMENSIONS = (
@@ -108,12 +107,9 @@ def write_mp4_atomically(frames: torch.Tensor, path: str | Path, fps: int) -> Pa
     an interrupted write never leaves a file a resumed run would take as finished."""
     from diffusers.utils import export_to_video
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
-    export_to_video(list(frames.permute(0, 2, 3, 1).float().cpu().numpy()), str(staging), fps=fps)
-    os.replace(staging, path)
-    return path
+    with atomic_file(path) as staging:
+        export_to_video(list(frames.permute(0, 2, 3, 1).float().cpu().numpy()), str(staging), fps=fps)
+    return Path(path)
 
 
 def configure_pipeline(pipeline, settings: GenerationSettings):

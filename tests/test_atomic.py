@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 
-from descore_reward.atomic import atomic_directory, atomic_write_text
+import pytest
+
+from descore_reward.atomic import atomic_directory, atomic_file, atomic_write_text
 
 
 def test_outputs_follow_the_umask(tmp_path):
@@ -37,3 +39,16 @@ def test_a_killed_writers_staging_is_removed_by_the_next_write(tmp_path):
     with atomic_directory(target, marker="state.json") as staging:
         (staging / "state.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "checkpoint-5"])
+
+
+def test_atomic_file_renames_on_success_and_keeps_the_old_file_on_error(tmp_path):
+
+    target = tmp_path / "video.mp4"
+    with atomic_file(target) as staging:
+        assert staging.suffix == ".mp4" and staging.parent == tmp_path  # writers pick the format by extension
+        staging.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_file(target) as staging:
+        staging.write_bytes(b"torn")
+        raise RuntimeError("encoder died")
+    assert target.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]
