@@ -438,19 +438,13 @@ class DeScoreModel(nn.Module):
     def masked_rewards(self, sequence: dict, prompt_length: int, rows: torch.Tensor) -> torch.Tensor:
         """Rewards `(len(rows),)` of `[video ; prompt ; <reward>]` (the CoT masked) for the prompts of
         the `cot_sequences` rows `rows`: one prompt-only forward, no generation."""
-        prompt = {key: sequence[key][rows, :prompt_length] for key in ("input_ids", "attention_mask")}
-        reward_column = torch.full_like(prompt["input_ids"][:, :1], self.reward_token_id)
-        masked = {
-            "input_ids": torch.cat([prompt["input_ids"], reward_column], dim=1),
-            "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(reward_column)], 1),
-            "mm_token_type_ids": torch.cat(
-                [sequence["mm_token_type_ids"][rows, :prompt_length], torch.zeros_like(reward_column)], 1
-            ),
-            "video_grid_thw": sequence["video_grid_thw"][rows],
-            "mm_encoder_outputs": {
-                "video": self.select_video_features(sequence["mm_encoder_outputs"]["video"], rows.tolist())
-            },
-        }
+        text_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
+        prompts = {key: sequence[key][:, :prompt_length] for key in text_keys}
+        prompts["video_grid_thw"] = sequence["video_grid_thw"]
+        no_cot = sequence["input_ids"].new_zeros((len(rows), 0))
+        masked = self.cot_sequences(
+            prompts, sequence["mm_encoder_outputs"]["video"], rows.tolist(), no_cot, no_cot.new_zeros(len(rows))
+        )
         return self.head(self.language_backbone(**masked).last_hidden_state[:, -1].float())
 
     def forward(
