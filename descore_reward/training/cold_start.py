@@ -245,7 +245,7 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
     accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
     set_seed(config.seed)
-    model = build_model(config) if model is None else prepare_model(model, config)
+    model = (build_model(config) if model is None else prepare_model(model, config)).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
@@ -271,7 +271,6 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = get_scheduler(config.lr_scheduler, optimizer, round(config.warmup_ratio * total_steps), total_steps)
-    model.to(accelerator.device)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "losses": [], "evaluations": []}
