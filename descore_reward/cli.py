@@ -140,7 +140,7 @@ def _add_train_command(commands) -> None:
 
 def _training_config(cls, args: argparse.Namespace):
     """A training config from `--config` and the `key=value` overrides; a bad key is a one-line error."""
-    from .training.config import load_config
+    from .config import load_config
 
     try:
         return load_config(cls, args.config, args.overrides)

@@ -264,6 +264,18 @@ class DeScoreModel(nn.Module):
         config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=pattern)
         self.backbone = get_peft_model(self.backbone, config)
 
+    def train_backbone_fully(self, vision: bool, lm_head: bool) -> None:
+        """A full fine-tune: the backbone's own weights train, in float32 (master weights: a checkpoint may
+        load in bf16; autocast sets the compute dtype). The vision tower and merger train only with
+        `vision`, the LM head only with `lm_head` (scoring never reads it; CoT log-probs do)."""
+        self.backbone.float().requires_grad_(True)
+        self.unwrapped_backbone.lm_head.requires_grad_(lm_head)
+        self.set_vision_trainable(vision)
+
+    def set_vision_trainable(self, trainable: bool) -> None:
+        """Whether the vision tower and its merger (adapters on them included) train."""
+        self.language_backbone.visual.requires_grad_(trainable)
+
     # ------------------------------------------------------------------------------------------ inputs
 
     @property

@@ -5,7 +5,7 @@ from a folder), scored by a reward function; the best against the worst becomes 
 `{prompt, chosen, rejected, chosen_score, rejected_score}`, optionally only when the score gap is at
 least `min_gap`. Resumable: finished prompts and written videos are kept.
 
-Training (`train_flow_dpo`): LoRA on the `WanTransformer3DModel`; the reference is the same
+Training (`train`): LoRA on the `WanTransformer3DModel`; the reference is the same
 transformer with the adapter disabled. Winner and loser share the noise `e` and the logit-normal
 time `s`; `x_s = (1 - s) x0 + s e`, the velocity target is `e - x0`, `err` the per-sample MSE, and
 `loss = -log sigmoid(-beta / 2 * ((err_w - err_ref_w) - (err_l - err_ref_l)))`. The LoRA is saved
@@ -24,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checkpoint import save_checkpoint
+from ..config import TrainerConfig
 from ..data import DataError
+from ..distributed import average_gradients, finish_trackers, step_seed
 from ..plots import plot_curves
-from ..training.distributed import average_gradients, finish_trackers, step_seed
 from .wan_generation import write_mp4_atomically
-from .wan_lora import check_precision, reference_transformer, save_checkpoint, start_lora_training
+from .wan_lora import reference_transformer, save_lora, start_lora_training
 from .wan_vae import cached_latents
 
 
@@ -126,10 +128,12 @@ def velocity_error(transformer, x0, noise, sigma, text) -> torch.Tensor:
     return ((prediction.float() - (noise - x0).float()) ** 2).mean(dim=(1, 2, 3, 4))
 
 
-@dataclass
-class FlowDPOConfig:
-    """Flow-DPO settings (beta 100 as Flow-GRPO's image recipe; LoRA r32 / alpha 64 as its Wan recipe).
+@dataclass(kw_only=True)
+class FlowDPOConfig(TrainerConfig):
+    """Flow-DPO settings, beside `TrainerConfig`'s (beta 100 as Flow-GRPO's image recipe; LoRA r32 /
+    alpha 64 as its Wan recipe).
 
+    pipeline: a `WanPipeline` id or path. pairs: the JSONL `rank_dpo_pairs` writes.
     `batch_size` pairs per process per step. `latent_cache`: a folder where the VAE latents of the pair
     videos are kept across steps, resumes and runs (recommended for more than one pass over the pairs);
     None encodes each video when it is drawn.
@@ -137,32 +141,23 @@ class FlowDPOConfig:
 
     pipeline: str
     pairs: str
-    output_dir: str
     beta: float = 100.0
     lora_rank: int = 32
     lora_alpha: int = 64
-    learning_rate: float = 1e-4
-    max_grad_norm: float = 1.0
     steps: int = 1000
     batch_size: int = 1
     latent_cache: str | None = None
-    mixed_precision: str = "no"
-    report_to: str | None = "tensorboard"
-    seed: int = 0
-    save_every: int = 100
-
-    def __post_init__(self):
-        check_precision(self.mixed_precision)
 
 
-def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None = None) -> dict:
-    """Train a LoRA with Flow-DPO on `config.pairs`, resuming from `output_dir/lora` if present;
-    `stop_after` ends the run after that many steps, as an interruption would. Under `accelerate launch`
-    each process draws its own pairs and the gradients are averaged. Returns the trainer state."""
+def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> dict:
+    """Train a LoRA with Flow-DPO on `config.pairs`, resuming from the newest checkpoint in `output_dir`;
+    the trained LoRA goes to `output_dir/lora`. `model`: a `WanPipeline` (trained in place); None loads
+    `config.pipeline`. `stop_after` ends the run after that many steps, as an interruption would. Under
+    `accelerate launch` each process draws its own pairs and the gradients are averaged. Returns the
+    trainer state."""
     rows = read_dpo_pairs(config.pairs)  # checked before any model loads
-    checkpoint = Path(config.output_dir) / "lora"
     accelerator, pipeline, optimizer, state = start_lora_training(
-        config, pipeline, checkpoint, "descore-flow-dpo", {"step": 0, "losses": []}
+        config, model, "descore-flow-dpo", {"step": 0, "losses": []}
     )
     transformer = pipeline.transformer
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -201,10 +196,11 @@ def train_flow_dpo(config: FlowDPOConfig, pipeline=None, stop_after: int | None 
         accelerator.log({"flow_dpo/loss": state["losses"][-1]}, step=state["step"])
         at_end = state["step"] in (config.steps, stop_after)
         if accelerator.is_main_process and (state["step"] % config.save_every == 0 or at_end):
-            save_checkpoint(pipeline, optimizer, state, checkpoint)
+            save_checkpoint(config.output_dir, transformer, optimizer, state, keep=config.keep_checkpoints)
         if state["step"] == stop_after:
             break
     if accelerator.is_main_process and state["step"] >= config.steps:
+        save_lora(pipeline, config.output_dir)
         plot_curves({"DPO loss": state["losses"]}, Path(config.output_dir) / "loss_curve.png", "Flow-DPO on Wan")
     finish_trackers(accelerator)
     return state

@@ -14,7 +14,7 @@ in a `WeightedRewards` mix), turned into advantages normalised within each promp
 and a configurable subset of the denoising steps is trained with the clipped policy loss plus a KL
 term to the reference (the transformer with its LoRA disabled), in `updates_per_batch` optimizer
 steps per sampled batch, so the ratio leaves 1 and the clip acts. LoRA on the transformer;
-checkpoints as in `wan_lora`.
+checkpoints the shared ones (`descore_reward.checkpoint`).
 
 The KL term, per denoising step, between the policy's and the reference's Gaussian steps (means
 `m`, `m_ref`; `std_t = noise_level * sqrt(s / (1 - s))`; the step's own std is `std_t * sqrt(|ds|)`):
@@ -36,10 +36,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..checkpoint import save_checkpoint
+from ..config import TrainerConfig
+from ..distributed import average_gradients, finish_trackers, step_seed
 from ..losses import group_advantages
 from ..plots import plot_curves
-from ..training.distributed import average_gradients, finish_trackers, step_seed
-from .wan_lora import check_precision, reference_transformer, save_checkpoint, start_lora_training
+from .wan_lora import reference_transformer, save_lora, start_lora_training
 from .wan_vae import decode_latents
 
 
@@ -162,14 +164,17 @@ def sample_with_log_probs(
     return Trajectory(videos, latents, log_probs, sigmas, text, negative_text if guided else None, guidance_scale)
 
 
-@dataclass
-class LongcatGRPOConfig:
-    """Defaults are Flow-GRPO's Wan-2.1-1.3B recipe (REFERENCE.md section 4): 240x416, 33 frames, 20
+@dataclass(kw_only=True)
+class LongcatGRPOConfig(TrainerConfig):
+    """GRPO settings, beside `TrainerConfig`'s. Defaults are Flow-GRPO's Wan-2.1-1.3B recipe: 240x416, 33 frames, 20
     sampling steps, guidance 4.5 against an empty negative prompt, 4 videos per prompt, 16 videos per
     process per sampled batch in 2 updates, KL beta 0.004 in Flow-GRPO's form, clip range 1e-3, LoRA
     r32 / alpha 64, learning rate 1e-4. Choices of this library: `noise_level` 0.7 (Flow-GRPO's
     default), `advantage_clip` 5.
 
+    pipeline: a `WanPipeline` id or path. prompts: the training prompts.
+    reward_model / reward_think: the DeScore checkpoint (directory or id) that scores the videos when
+        `train` is given no `reward_fn`, in fast mode or think-then-score.
     prompts_per_step: prompts per process per step, each sampled `group_size` times.
     updates_per_batch: optimizer steps per sampled batch, each on a shuffled share of its videos; after
         the first the policy has moved, so the ratio leaves 1 and the clip range acts.
@@ -180,8 +185,9 @@ class LongcatGRPOConfig:
     """
 
     pipeline: str
-    output_dir: str
     prompts: list
+    reward_model: str | None = None
+    reward_think: bool = False
     steps: int = 100
     prompts_per_step: int = 4
     group_size: int = 4
@@ -198,17 +204,16 @@ class LongcatGRPOConfig:
     advantage_clip: float = 5.0
     kl_beta: float = 0.004
     kl_form: str = "flow_grpo"
-    learning_rate: float = 1e-4
     lora_rank: int = 32
     lora_alpha: int = 64
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    report_to: str | None = "tensorboard"
-    seed: int = 0
     save_every: int = 10
 
     def __post_init__(self):
-        check_precision(self.mixed_precision)
+        super().__post_init__()
+        if self.group_size < 2:
+            raise ValueError(
+                f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
+            )
         if self.kl_form not in ("flow_grpo", "gaussian"):
             raise ValueError(f"kl_form must be 'flow_grpo' or 'gaussian', got {self.kl_form!r}")
         videos = self.prompts_per_step * self.group_size
@@ -249,19 +254,23 @@ def policy_step_loss(
     }
 
 
-def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop_after: int | None = None) -> dict:
-    """Run GRPO with `reward_fn(videos, prompts, metadata) -> (scores, info)`; resumes from
-    `output_dir/lora`. Under `accelerate launch` each process samples its own prompts and groups and the
-    gradients are averaged. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
-    if config.group_size < 2:
-        raise ValueError(f"group_size must be at least 2, got {config.group_size}")
+def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int | None = None) -> dict:
+    """Run GRPO on `config.prompts`, resuming from the newest checkpoint in `output_dir`; the trained LoRA
+    goes to `output_dir/lora`. `model`: a `WanPipeline` (trained in place); None loads `config.pipeline`.
+    `reward_fn(videos, prompts, metadata) -> (scores, info)`; None scores with `DeScoreReward` of
+    `config.reward_model`. `stop_after` ends the run after that many steps, as an interruption would.
+    Under `accelerate launch` each process samples its own prompts and groups and the gradients are
+    averaged. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
     if not config.prompts:
         raise ValueError("prompts: expected at least one prompt")
-    checkpoint = Path(config.output_dir) / "lora"
+    if reward_fn is None and config.reward_model is None:
+        raise ValueError("reward_model: expected a DeScore checkpoint (or pass reward_fn to train)")
     fresh_state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
-    accelerator, pipeline, optimizer, state = start_lora_training(
-        config, pipeline, checkpoint, "descore-longcat-grpo", fresh_state
-    )
+    accelerator, pipeline, optimizer, state = start_lora_training(config, model, "descore-longcat-grpo", fresh_state)
+    if reward_fn is None:
+        from .reward import DeScoreReward
+
+        reward_fn = DeScoreReward(config.reward_model, think=config.reward_think, device=accelerator.device)
     transformer = pipeline.transformer
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
@@ -322,10 +331,11 @@ def train_longcat_grpo(config: LongcatGRPOConfig, reward_fn, pipeline=None, stop
         )
         at_end = state["step"] in (config.steps, stop_after)
         if accelerator.is_main_process and (state["step"] % config.save_every == 0 or at_end):
-            save_checkpoint(pipeline, optimizer, state, checkpoint)
+            save_checkpoint(config.output_dir, transformer, optimizer, state, keep=config.keep_checkpoints)
         if state["step"] == stop_after:
             break
     if accelerator.is_main_process and state["step"] >= config.steps:
+        save_lora(pipeline, config.output_dir)
         curves = {name: state[key] for name, key in (("mean reward", "rewards"), ("loss", "losses"), ("KL", "kl"))}
         plot_curves(curves, Path(config.output_dir) / "reward_curve.png", "Longcat GRPO on Wan")
     finish_trackers(accelerator)

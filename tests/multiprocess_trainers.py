@@ -26,8 +26,7 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     FlowDPOConfig ("flow_dpo") and LongcatGRPOConfig ("grpo"); returns each run's trainable weights."""
     from diffusers import WanPipeline
 
-    from descore_reward.integrations.flow_dpo import FlowDPOConfig, train_flow_dpo
-    from descore_reward.integrations.longcat_grpo import LongcatGRPOConfig, train_longcat_grpo
+    from descore_reward.integrations import flow_dpo, longcat_grpo
     from descore_reward.modeling import DeScoreModel
     from descore_reward.training import cold_start, rl
 
@@ -52,8 +51,8 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     cold_start.average_gradients = average
     results["cold_start_gradients"] = recorded[0]
     for name, config, train in (
-        ("flow_dpo", FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: train_flow_dpo(c, pipeline=p)),
-        ("grpo", LongcatGRPOConfig(**spec["grpo"]), lambda c, p: train_longcat_grpo(c, brightness, pipeline=p)),
+        ("flow_dpo", flow_dpo.FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: flow_dpo.train(c, model=p)),
+        ("grpo", longcat_grpo.LongcatGRPOConfig(**spec["grpo"]), lambda c, p: longcat_grpo.train(c, p, brightness)),
     ):
         pipeline = WanPipeline.from_pretrained(config.pipeline)
         pipeline.set_progress_bar_config(disable=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
+from descore_reward.config import load_config
 from descore_reward.data import DataError
 from descore_reward.synthetic import make_dataset
 from descore_reward.training.cold_start import ColdStartConfig, build_model, cot_mask, masked_cots, train
-from descore_reward.training.config import load_config
 
 from .conftest import TINY_SAMPLING
 

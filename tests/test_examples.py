@@ -65,7 +65,7 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
         **SIZE,
         **common,
     )
-    base = (str(EXAMPLES / "train_wan.py"), "grpo", "--config", str(grpo), "--descore", str(descore))
+    base = (str(EXAMPLES / "train_wan.py"), "grpo", "--config", str(grpo), f"reward_model={descore}")
     no_prompts = run(*base)
     assert no_prompts.returncode != 0 and "no prompts" in no_prompts.stderr
     trained = run(*base, "--prompts", str(prompts))
@@ -75,8 +75,8 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
 
 
 def test_every_shipped_training_config_loads():
+    from descore_reward.config import load_config
     from descore_reward.training.cold_start import ColdStartConfig
-    from descore_reward.training.config import load_config
     from descore_reward.training.rl import RLConfig
 
     for name, cls in [

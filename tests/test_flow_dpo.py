@@ -16,7 +16,7 @@ from descore_reward.integrations.flow_dpo import (
     flow_dpo_loss,
     rank_dpo_pairs,
     read_dpo_pairs,
-    train_flow_dpo,
+    train,
     velocity_error,
 )
 from descore_reward.integrations.wan_vae import cached_latents, encode_video
@@ -123,7 +123,7 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(tiny_wan_dir, pa
 
     probe = load_wan(tiny_wan_dir)
     add_transformer_lora(probe.transformer, 4, 8)
-    train_flow_dpo(config, pipeline=pipeline)
+    train(config, model=pipeline)
     # The trained adapter against the reference, on fixed noise: below the untrained adapter's loss.
     before = fixed_dpo_loss(probe, pairs_file)
     after = fixed_dpo_loss(pipeline, pairs_file)
@@ -153,11 +153,11 @@ def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path)
             **cache,
         )
 
-    straight = train_flow_dpo(config("straight"), pipeline=load_wan(tiny_wan_dir))
+    straight = train(config("straight"), model=load_wan(tiny_wan_dir))
     cache = str(tmp_path / "latents")
-    train_flow_dpo(config("resumed", latent_cache=cache), pipeline=load_wan(tiny_wan_dir), stop_after=3)
+    train(config("resumed", latent_cache=cache), model=load_wan(tiny_wan_dir), stop_after=3)
     assert 0 < len(list((tmp_path / "latents").glob("*.safetensors"))) <= 6
-    resumed = train_flow_dpo(config("resumed", latent_cache=cache), pipeline=load_wan(tiny_wan_dir))
+    resumed = train(config("resumed", latent_cache=cache), model=load_wan(tiny_wan_dir))
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
     assert (tmp_path / "resumed" / "loss_curve.png").stat().st_size > 0
 
@@ -182,5 +182,5 @@ def test_latent_cache_reuses_entries_and_notices_an_edited_video(tiny_wan_dir, p
 
 
 def test_fp16_is_refused_before_any_work():
-    with pytest.raises(ValueError, match=r"mixed_precision must be one of \['bf16', 'no'\], got 'fp16'"):
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of \('no', 'bf16'\), got 'fp16'"):
         FlowDPOConfig(pipeline="p", pairs="pairs.jsonl", output_dir="out", mixed_precision="fp16")

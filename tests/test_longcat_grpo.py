@@ -11,7 +11,7 @@ from descore_reward.integrations.longcat_grpo import (
     policy_step_loss,
     sample_with_log_probs,
     sde_step,
-    train_longcat_grpo,
+    train,
 )
 from descore_reward.integrations.wan_lora import add_transformer_lora
 
@@ -97,7 +97,7 @@ def test_several_updates_per_batch_make_the_clip_act(tiny_wan_dir, tmp_path):
             report_to=None,
             **SIZE,
         )
-        return train_longcat_grpo(config, mean_brightness, pipeline=load_wan(tiny_wan_dir))["clip_fraction"][0]
+        return train(config, load_wan(tiny_wan_dir), mean_brightness)["clip_fraction"][0]
 
     assert clip_fraction(1) == 0.0 and clip_fraction(2) > 0.0
 
@@ -168,7 +168,7 @@ def test_a_few_steps_move_fresh_samples_the_way_the_reward_points(tiny_wan_dir, 
             report_to=None,
             **SIZE,
         )
-        train_longcat_grpo(config, reward_fn, pipeline=pipeline)
+        train(config, pipeline, reward_fn)
         pipeline.transformer.eval()
         brightness = {}
         for adapter in ("trained", "untrained"):
@@ -221,11 +221,11 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
             **SIZE,
         )
 
-    straight = train_longcat_grpo(config("straight"), rewards, pipeline=load_wan(tiny_wan_dir))
+    straight = train(config("straight"), load_wan(tiny_wan_dir), rewards)
     assert len(straight["rewards"]) == 4 and all(np.isfinite(straight["rewards"]))
     assert len(straight["kl"]) == len(straight["clip_fraction"]) == 4
-    train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir), stop_after=2)
-    resumed = train_longcat_grpo(config("resumed"), rewards, pipeline=load_wan(tiny_wan_dir))
+    train(config("resumed"), load_wan(tiny_wan_dir), rewards, stop_after=2)
+    resumed = train(config("resumed"), load_wan(tiny_wan_dir), rewards)
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
     assert (tmp_path / "resumed" / "reward_curve.png").stat().st_size > 0
 
@@ -240,5 +240,5 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
 
 
 def test_fp16_is_refused_before_any_work():
-    with pytest.raises(ValueError, match=r"mixed_precision must be one of \['bf16', 'no'\], got 'fp16'"):
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of \('no', 'bf16'\), got 'fp16'"):
         LongcatGRPOConfig(pipeline="p", output_dir="out", prompts=["a red square"], mixed_precision="fp16")

@@ -25,19 +25,20 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
+from ..checkpoint import resume, save_checkpoint
+from ..config import TrainerConfig
 from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
+from ..distributed import average_gradients, data_parallel_accelerator, finish_trackers
 from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..plots import save_figure
 from ..video import VideoSampling
-from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
-from .distributed import average_gradients, data_parallel_accelerator, finish_trackers
 
 
-@dataclass
-class ColdStartConfig:
-    """Stage-1 settings. Values the paper lost are choices, marked so.
+@dataclass(kw_only=True)
+class ColdStartConfig(TrainerConfig):
+    """Stage-1 settings (beside `TrainerConfig`'s). Values the paper lost are choices, marked so.
 
     model: a VLM id or path (a fresh head is added), or a DeScore checkpoint to continue from.
     train_data / eval_data: this project's JSONL, the authors' stage-1 CSV (columns `videos`, `problem`,
@@ -62,7 +63,6 @@ class ColdStartConfig:
 
     model: str
     train_data: str
-    output_dir: str
     eval_data: str | None = None
     label_column: str | None = None
     rubric: str = "descore"
@@ -92,18 +92,13 @@ class ColdStartConfig:
     max_steps: int | None = None
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
-    mixed_precision: str = "no"
-    seed: int = 0
     log_every: int = 10
     eval_every: int = 100
-    save_every: int = 100
-    keep_checkpoints: int = 2
     num_workers: int = 0
-    report_to: str | None = "tensorboard"
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.p_mask <= 1.0:
             raise ValueError(f"p_mask must lie in [0, 1], got {self.p_mask}")
         if self.loss not in ("bt", "rao_kupper"):
@@ -118,8 +113,6 @@ class ColdStartConfig:
             raise ValueError(f"lr_scheduler must be 'cosine' or 'constant_with_warmup', got {self.lr_scheduler!r}")
         if self.instruction_file is not None and not Path(self.instruction_file).is_file():
             raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
-        if self.mixed_precision not in ("no", "bf16"):  # a plain optimizer step: no fp16 loss scaling
-            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
@@ -177,14 +170,10 @@ def prepare_model(model: DeScoreModel, config: ColdStartConfig) -> DeScoreModel:
         model.add_lora(
             config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.adapt_vision
         )
-    elif not config.lora:
-        # fp32 master weights (a checkpoint may load in bf16; `mixed_precision` sets the compute dtype),
-        # and only what reaches the loss trains: scoring never uses the LM head.
-        model.backbone.float().requires_grad_(True)
-        model.unwrapped_backbone.lm_head.requires_grad_(False)
-        model.language_backbone.visual.requires_grad_(config.adapt_vision)
+    elif not config.lora:  # only what reaches the loss trains: scoring never uses the LM head
+        model.train_backbone_fully(vision=config.adapt_vision, lm_head=False)
     if config.train_vision:  # the vision tower and its merger, fully
-        model.language_backbone.visual.requires_grad_(True)
+        model.set_vision_trainable(True)
     if config.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.backbone.enable_input_require_grads()
@@ -274,10 +263,10 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "losses": [], "evaluations": []}
-    previous = checkpoints(output_dir)
-    if previous:
-        state = load_checkpoint(previous[-1], model, optimizer, scheduler)
-        accelerator.print(f"resuming from {previous[-1]} (step {state['step']})")
+    resumed = resume(output_dir, model, optimizer, scheduler)
+    if resumed is not None:
+        state = resumed
+        accelerator.print(f"resuming from step {state['step']}")
     if accelerator.is_main_process and config.report_to:
         accelerator.init_trackers("descore-cold-start", {k: str(v) for k, v in dataclasses.asdict(config).items()})
 
@@ -334,7 +323,7 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
                 state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
             at_save = state["step"] % config.save_every == 0 or finished or state["step"] == stop_after
             if at_save and accelerator.is_main_process:
-                save_checkpoint(output_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
+                save_checkpoint(output_dir, model, optimizer, state, scheduler, config.keep_checkpoints)
             if finished or state["step"] == stop_after:
                 break
         if state["step"] == stop_after:

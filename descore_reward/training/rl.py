@@ -31,21 +31,23 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
+from ..checkpoint import resume, save_checkpoint
+from ..config import TrainerConfig
 from ..data import DataError, PreferencePair, read_pairs
+from ..distributed import average_gradients, data_parallel_accelerator, finish_trackers, step_seed
 from ..evaluation import preference_metrics
 from ..losses import group_advantages, labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
 from ..plots import plot_curves
 from ..rubrics import RolloutRewardConfig, Rubric, get_rubric
 from ..video import load_video
-from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
-from .distributed import average_gradients, data_parallel_accelerator, finish_trackers, step_seed
 
 
-@dataclass
-class RLConfig:
-    """Stage-2 settings. The paper gives the loss coefficients (1.0, 0.005) and 65 steps with rollout
-    batch 128; the rest comes from the authors' release where it says (`examples/configs/rl_paper.yaml`).
+@dataclass(kw_only=True)
+class RLConfig(TrainerConfig):
+    """Stage-2 settings (beside `TrainerConfig`'s). The paper gives the loss coefficients (1.0, 0.005) and
+    65 steps with rollout batch 128; the rest comes from the authors' release where it says
+    (`examples/configs/rl_paper.yaml`).
     The rule rewards are the model's rubric's (`rubrics.py`); each field set here replaces its default.
 
     model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
@@ -75,7 +77,6 @@ class RLConfig:
 
     model: str
     train_data: str
-    output_dir: str
     group_size: int = 8
     pairs_per_step: int = 8
     steps: int = 65
@@ -97,7 +98,6 @@ class RLConfig:
     learning_rate: float = 1e-5
     head_learning_rate: float | None = None
     weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
     lora_rank: int = 64
     lora_alpha: int | None = None
     format_weight: float | None = None
@@ -108,13 +108,11 @@ class RLConfig:
     eval_data: str | None = None
     eval_every: int = 10
     eval_batch_size: int = 8
-    seed: int = 0
     log_every: int = 1
     save_every: int = 10
-    keep_checkpoints: int = 2
-    report_to: str | None = "tensorboard"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.group_size < 2:
             raise ValueError(
                 f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
@@ -256,16 +254,14 @@ def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
     if not config.lora:
         if isinstance(model.backbone, PeftModel):
             model.backbone = model.backbone.merge_and_unload()
-        model.backbone.requires_grad_(True)
+        model.train_backbone_fully(vision=False, lm_head=True)
     elif isinstance(model.backbone, PeftModel):
         adapter = Path(config.model) / ADAPTER_DIR
         model.backbone.load_adapter(adapter, adapter_name="reference", is_trainable=False)
         model.backbone.set_adapter("default")
     else:
         model.add_lora(config.lora_rank, config.lora_alpha, dropout=0.0)
-    for name, parameter in model.backbone.named_parameters():
-        if "visual" in name:
-            parameter.requires_grad_(False)
+    model.set_vision_trainable(False)
     for module in model.backbone.modules():  # no LoRA dropout: the old, reference and policy passes must agree
         for adapter in getattr(module, "lora_dropout", {}):
             module.lora_dropout[adapter] = torch.nn.Identity()
@@ -409,15 +405,16 @@ def policy_update(
     step's gradients accumulated over micro-batches of `micro_batch_pairs` pairs; with several
     processes, gradients are averaged across them before each step. `reference`: a frozen reference
     model (full fine-tune); None switches to the reference adapter. Returns the last pass's statistics
-    (averaged over its mini-batches)."""
+    (averaged over its mini-batches). Forwards run under the accelerator's autocast, if one is given."""
     group = config.group_size
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     mini_batches = [
         [select_rollouts(mini, rows) for rows in pair_micro_batches(mini, group, config.micro_batch_pairs)]
         for mini in (
             select_rollouts(rollouts, rows) for rows in pair_micro_batches(rollouts, group, config.mini_batch_pairs)
         )
     ]
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         grpo = config.grpo_coefficient != 0  # a BT-only update needs no old or reference pass
         old_logprobs = [[policy_logprobs(model, micro) if grpo else None for micro in mini] for mini in mini_batches]
         ref_logprobs = [
@@ -439,30 +436,32 @@ def policy_update(
                 token_mean = config.loss_aggregation == "token_mean"
                 grpo_share = 1.0 if token_mean else len(micro.texts) / rows
                 bt_share = int((micro.labels != 0).sum()) / decided
-                logprobs, rewards = sequence_logprobs_and_rewards(model, micro)
-                if old is None:  # no GRPO term: ratio 1, no KL
-                    old = ref = logprobs.detach()
-                policy_loss, stats = grpo_loss(
-                    logprobs,
-                    old,
-                    ref,
-                    micro.advantages,
-                    micro.response_mask,
-                    config.clip_eps_low,
-                    config.clip_eps_high,
-                    config.kl_beta,
-                    config.dual_clip,
-                    config.loss_aggregation,
-                    tokens if token_mean else None,
-                )
-                bt_loss, _ = bt_on_rollouts(rewards, micro.labels)
-                loss = config.grpo_coefficient * grpo_share * policy_loss + config.bt_coefficient * bt_share * bt_loss
-                masked_bt = torch.zeros(())
-                if config.masked_bt_coefficient:
-                    pair_labels = micro.labels[::group]
-                    masked_bt, _ = bt_on_rollouts(masked_rewards(model, micro, group), pair_labels)
-                    masked_share = int((pair_labels != 0).sum()) / decided_pairs
-                    loss = loss + config.masked_bt_coefficient * masked_share * masked_bt
+                with autocast():
+                    logprobs, rewards = sequence_logprobs_and_rewards(model, micro)
+                    if old is None:  # no GRPO term: ratio 1, no KL
+                        old = ref = logprobs.detach()
+                    policy_loss, stats = grpo_loss(
+                        logprobs,
+                        old,
+                        ref,
+                        micro.advantages,
+                        micro.response_mask,
+                        config.clip_eps_low,
+                        config.clip_eps_high,
+                        config.kl_beta,
+                        config.dual_clip,
+                        config.loss_aggregation,
+                        tokens if token_mean else None,
+                    )
+                    bt_loss, _ = bt_on_rollouts(rewards, micro.labels)
+                    loss = config.grpo_coefficient * grpo_share * policy_loss
+                    loss = loss + config.bt_coefficient * bt_share * bt_loss
+                    masked_bt = torch.zeros(())
+                    if config.masked_bt_coefficient:
+                        pair_labels = micro.labels[::group]
+                        masked_bt, _ = bt_on_rollouts(masked_rewards(model, micro, group), pair_labels)
+                        masked_share = int((pair_labels != 0).sum()) / decided_pairs
+                        loss = loss + config.masked_bt_coefficient * masked_share * masked_bt
                 loss.backward()
                 for side, values in zip(head_sides, rewards.detach().chunk(2)):
                     side.append(values)
@@ -559,7 +558,7 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     pairs = read_pairs(config.train_data)  # JSONL, or the authors' stage-2 CSV
     check_truths(pairs, (model.config if model is not None else read_config(config.model)).rubric)  # before loading
     eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
-    accelerator = data_parallel_accelerator(output_dir, report_to=config.report_to)
+    accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
     torch.manual_seed(config.seed)
     model = prepare_policy(model or DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
@@ -569,17 +568,14 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    state = {"step": 0, "history": [], "evaluations": []}
-    previous = checkpoints(output_dir)
-    if previous:
-        state = {"evaluations": [], **load_checkpoint(previous[-1], model, optimizer, scheduler)}
+    state = resume(output_dir, model, optimizer) or {"step": 0, "history": [], "evaluations": []}
     if accelerator.is_main_process and config.report_to:
         accelerator.init_trackers("descore-rl", {k: str(v) for k, v in dataclasses.asdict(config).items()})
 
     def evaluate() -> None:  # greedy scoring: no random draws, so a resumed run stays exact
         if eval_pairs and accelerator.is_main_process:
-            row = {"step": state["step"], **evaluate_policy(model, eval_pairs, config)}
+            with accelerator.autocast():
+                row = {"step": state["step"], **evaluate_policy(model, eval_pairs, config)}
             state["evaluations"].append(row)
             accelerator.log({f"eval/{k[5:]}": v for k, v in row.items() if k != "step"}, step=state["step"])
 
@@ -595,10 +591,10 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         batch = [pairs[i] for i in rng.choice(len(pairs), size=min(config.pairs_per_step, len(pairs)), replace=False)]
         torch.manual_seed(seed)  # the same rollouts on resume
         model.eval()
-        rollouts = sample_rollouts(model, batch, config)
+        with accelerator.autocast():
+            rollouts = sample_rollouts(model, batch, config)
         model.train()
         row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config, accelerator, reference)}
-        scheduler.step()
         state["step"] += 1
         state["history"].append(row)
         progress.update(1)
@@ -610,7 +606,7 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
             )
         done = state["step"] >= config.steps or state["step"] == stop_after
         if accelerator.is_main_process and (state["step"] % config.save_every == 0 or done):
-            save_checkpoint(output_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
+            save_checkpoint(output_dir, model, optimizer, state, keep=config.keep_checkpoints)
     progress.close()
     if state["step"] >= config.steps and accelerator.is_main_process:
         model.save_pretrained(output_dir / "final", include_backbone=not config.lora)

@@ -1,4 +1,5 @@
-"""Training configs: dataclasses filled from YAML, then `key=value` command-line overrides.
+"""Trainer configs: the fields every trainer shares (`TrainerConfig`), and loading a config from YAML,
+then `key=value` command-line overrides.
 
 Unknown keys are an error naming the file or the override, so a typo never trains silently with a
 default.
@@ -14,6 +15,38 @@ from typing import TypeVar
 import yaml
 
 Config = TypeVar("Config")
+
+# A plain optimizer step with no loss scaling: fp16 is not offered.
+MIXED_PRECISIONS = ("no", "bf16")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainerConfig:
+    """What the four trainers (cold start, RL, Flow-DPO, Wan GRPO) share; each adds its own fields.
+
+    output_dir: checkpoints (`checkpoint-{step}`, the newest `keep_checkpoints` kept; a rerun resumes
+        from the newest), the final weights, curves and tracker logs.
+    mixed_precision: "no" (float32) or "bf16" autocast around the forward passes; the trained weights
+        stay float32 either way.
+    report_to: an accelerate tracker ("tensorboard", "wandb", ...) or None.
+    """
+
+    output_dir: str
+    learning_rate: float = 1e-4
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    report_to: str | None = "tensorboard"
+
+    def __post_init__(self):
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
+        if self.save_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError(
+                f"save_every and keep_checkpoints must be at least 1, got {self.save_every} and {self.keep_checkpoints}"
+            )
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

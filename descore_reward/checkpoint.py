@@ -1,9 +1,11 @@
-"""Training checkpoints: written atomically, resumed exactly.
+"""Training checkpoints of every trainer (both DeScore stages and the two Wan trainers): written
+atomically, resumed exactly.
 
 `OUTPUT/checkpoint-{step}/` holds `trainable.safetensors` (only the parameters that train: LoRA,
-head, `<reward>` embedding, or everything in a full fine-tune), `optimizer.pt`, `scheduler.pt`, the
-RNG states, and `trainer_state.json` (step, epoch, losses so far). A checkpoint exists only once
-complete (written in a staging folder, then renamed), so the latest one is always safe to resume.
+head, `<reward>` embedding, or everything in a full fine-tune), `optimizer.pt`, `scheduler.pt` (when
+the trainer has a schedule), the RNG states, and `trainer_state.json` (step, losses so far). A
+checkpoint exists only once complete (written in a staging folder, then renamed), so the newest one is
+always safe to resume.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_directory
+from .atomic import atomic_directory
 
 STATE_NAME = "trainer_state.json"
 
@@ -27,13 +29,14 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(output_dir: Path, model, optimizer, state: dict, scheduler=None, keep: int = 2) -> Path:
     """Write `checkpoint-{state['step']}` atomically and keep only the newest `keep` checkpoints."""
-    path = output_dir / f"checkpoint-{state['step']}"
+    path = Path(output_dir) / f"checkpoint-{state['step']}"
     with atomic_directory(path, marker=STATE_NAME) as staging:
         save_file(trainable_state(model), staging / "trainable.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -50,15 +53,21 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
     """Restore weights, optimizer, scheduler and RNG states from `path`; returns its trainer state."""
     weights = load_file(path / "trainable.safetensors")
     missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks trainable parameters {missing[:5]}; was the config changed?")
+    unknown = sorted(set(weights) - {n for n, p in model.named_parameters() if p.requires_grad})
+    if unknown:
+        raise ValueError(
+            f"{path}: checkpoint holds parameters the model does not train {unknown[:5]}; was the config changed?"
+        )
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
@@ -66,3 +75,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return json.loads((path / STATE_NAME).read_text())
+
+
+def resume(output_dir: Path, model, optimizer, scheduler=None) -> dict | None:
+    """Restore the newest checkpoint under `output_dir` (see `load_checkpoint`) and return its trainer
+    state; None when there is none."""
+    found = checkpoints(output_dir)
+    return load_checkpoint(found[-1], model, optimizer, scheduler) if found else None

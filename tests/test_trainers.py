@@ -1,0 +1,50 @@
+"""What the four trainers share: the config base, the `train(config, model=None, ...)` signature and
+the checkpoints."""
+
+import inspect
+
+import pytest
+import torch
+
+from descore_reward.checkpoint import resume, save_checkpoint
+from descore_reward.config import TrainerConfig
+from descore_reward.integrations import flow_dpo, longcat_grpo
+from descore_reward.training import cold_start, rl
+
+TRAINERS = [
+    (cold_start, cold_start.ColdStartConfig),
+    (rl, rl.RLConfig),
+    (flow_dpo, flow_dpo.FlowDPOConfig),
+    (longcat_grpo, longcat_grpo.LongcatGRPOConfig),
+]
+
+
+@pytest.mark.parametrize("module, config", TRAINERS, ids=lambda x: getattr(x, "__name__", ""))
+def test_every_trainer_has_one_shape(module, config):
+    assert issubclass(config, TrainerConfig)
+    parameters = inspect.signature(module.train).parameters
+    assert list(parameters)[:2] == ["config", "model"] and parameters["model"].default is None
+    assert "stop_after" in parameters
+
+
+def test_checkpoints_resume_the_newest_and_refuse_a_changed_model(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    assert resume(tmp_path, model, optimizer) is None
+    for step in (1, 2, 3):
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
+        save_checkpoint(tmp_path, model, optimizer, {"step": step}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    trained = model.weight.detach().clone()
+    fresh = torch.nn.Linear(3, 2)
+    assert resume(tmp_path, fresh, torch.optim.AdamW(fresh.parameters(), lr=0.1)) == {"step": 3}
+    torch.testing.assert_close(fresh.weight, trained)
+
+    wider = torch.nn.Sequential(torch.nn.Linear(3, 2))  # the same weights under other names
+    with pytest.raises(ValueError, match=r"checkpoint-3: checkpoint lacks trainable parameters"):
+        resume(tmp_path, wider, torch.optim.AdamW(wider.parameters()))
+    frozen_bias = torch.nn.Linear(3, 2)
+    frozen_bias.bias.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"holds parameters the model does not train \['bias'\]"):
+        resume(tmp_path, frozen_bias, torch.optim.AdamW([frozen_bias.weight]))
