@@ -39,3 +39,33 @@ def save_figure(figure, path: str | Path, dpi: int) -> None:
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_gains(comparison: dict, path: str | Path, title: str) -> None:
+    """Bars of each run's gain over the baseline per dimension with their bootstrap intervals, the paper's
+    gains as black ticks where it has them (`comparison` from `vbench.compare`), written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dimensions = comparison["dimensions"]
+    runs = {name: row for name, row in comparison["runs"].items() if name != comparison["baseline"]}
+    width = 0.8 / max(1, len(runs))
+    figure, axis = plt.subplots(figsize=(2.2 * len(dimensions) + 1, 4))
+    for k, (name, row) in enumerate(runs.items()):
+        for i, dimension in enumerate(dimensions):
+            cell = row.get(dimension, {})
+            if "gain" not in cell:
+                continue
+            x = i - 0.4 + width * (k + 0.5)
+            error = [[cell["gain"] - cell["low"]], [cell["high"] - cell["gain"]]]
+            axis.bar(x, cell["gain"], width, yerr=error, capsize=3, color=f"C{k}", label=name if i == 0 else None)
+            if cell.get("paper_gain") is not None:
+                axis.plot([x - width / 2, x + width / 2], [cell["paper_gain"]] * 2, color="black", linewidth=2)
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    axis.set_xticks(range(len(dimensions)), [d.replace("_", "\n") for d in dimensions])
+    axis.set(ylabel=f"gain over {comparison['baseline']}", title=title)
+    axis.legend(title="bars: measured, 95% CI; black: paper", fontsize=8, title_fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path, dpi=110)

@@ -21,15 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_file, atomic_write_text
+from ..vbench import DIMENSIONS
 
-# The five VBench dimensions of the paper's table.
-PAPER_DIMENSIONS = (
-    "subject_consistency",
-    "background_consistency",
-    "aesthetic_quality",
-    "imaging_quality",
-    "dynamic_degree",
-)
 # Wan-2.1's default negative prompt (its sampling config), as the VBench team used it.
 WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
@@ -63,7 +56,7 @@ class GenerationSettings:
             raise ValueError(f"samples and best_of must be at least 1, got {self.samples} and {self.best_of}")
 
 
-def read_vbench_prompts(full_info: str | Path | None = None, dimensions=PAPER_DIMENSIONS) -> list[str]:
+def read_vbench_prompts(full_info: str | Path | None = None, dimensions=DIMENSIONS) -> list[str]:
     """The prompts of `dimensions` in VBench's `VBench_full_info.json` (a list of `{"prompt_en",
     "dimension": [...]}`), each once, in file order; None reads the installed `vbench` package's file."""
     if full_info is None:

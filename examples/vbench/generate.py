@@ -19,12 +19,8 @@ import dataclasses
 
 import torch
 
-from descore_reward.integrations.wan_generation import (
-    PAPER_DIMENSIONS,
-    GenerationSettings,
-    generate_videos,
-    read_vbench_prompts,
-)
+from descore_reward.integrations.wan_generation import GenerationSettings, generate_videos, read_vbench_prompts
+from descore_reward.vbench import DIMENSIONS
 
 
 def main() -> None:
@@ -33,7 +29,7 @@ def main() -> None:
     parser.add_argument("--pipeline", default="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", help="WanPipeline id or path")
     parser.add_argument("--lora", help="a LoRA folder written by examples/train_wan.py")
     parser.add_argument("--full-info", help="VBench_full_info.json (default: the installed vbench package's)")
-    parser.add_argument("--dimensions", nargs="+", default=list(PAPER_DIMENSIONS))
+    parser.add_argument("--dimensions", nargs="+", default=list(DIMENSIONS))
     parser.add_argument("--best-of", type=int, default=1, help="candidates per video, ranked by --descore")
     parser.add_argument("--descore", help="DeScore checkpoint that ranks the candidates (with --best-of > 1)")
     parser.add_argument("--think", action="store_true", help="rank think-then-score (slower) instead of fast")
