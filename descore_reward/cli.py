@@ -63,6 +63,47 @@ def run_convert_official(args: argparse.Namespace) -> None:
     print(f"wrote {out}: score with  descore score VIDEO --prompt TEXT --model {out}")
 
 
+def _add_quick_look_command(commands) -> None:
+    parser = commands.add_parser(
+        "quick-look", help="the paper's five VBench dimensions without VBench, from VBench's weight cache"
+    )
+    parser.add_argument("videos", nargs="+", help="MP4 files, or folders of them ({prompt}-{i}.mp4 to compare runs)")
+    parser.add_argument("--name", required=True, help="run name: writes {out}/{name}_eval_results.json")
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--dimensions", nargs="+", help="some of the five VBench dimensions (default: all)")
+    parser.add_argument("--cache", help="VBench's weight cache (default $VBENCH_CACHE_DIR or ~/.cache/vbench)")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.set_defaults(run=run_quick_look)
+
+
+def run_quick_look(args: argparse.Namespace) -> None:
+    import torch
+
+    from .quick_look import QuickLook
+    from .vbench import DIMENSIONS, results_path
+
+    paths = []
+    for video in map(Path, args.videos):
+        if video.is_dir():
+            paths += sorted(video.glob("*.mp4"))
+        elif video.is_file():
+            paths.append(video)
+        else:
+            raise CommandError(f"{video}: no such video file or folder")
+    if not paths:
+        raise CommandError(f"{', '.join(args.videos)}: no .mp4 files")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        quick_look = QuickLook(args.dimensions or DIMENSIONS, cache_dir=args.cache, device=device)
+    except ValueError as error:
+        raise CommandError(f"--dimensions: {error}") from None
+    out = results_path(args.out, args.name)
+    results = quick_look.evaluate(paths, out)
+    for dimension, values in results.items():
+        print(f"{dimension:<23} {sum(values.values()) / len(values):.4f}  ({len(values)} videos)")
+    print(f"wrote {out}")
+
+
 def _add_demo_command(commands) -> None:
     parser = commands.add_parser("demo", help="offline CPU demo on a tiny random DeScore model")
     parser.add_argument("--out", required=True, help="directory for the model, videos and results")
@@ -287,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_train_command(commands)
     _add_annotate_command(commands)
     _add_convert_command(commands)
+    _add_quick_look_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)
     from .errors import DeScoreInputError

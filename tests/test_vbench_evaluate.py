@@ -1,5 +1,6 @@
 """`examples/vbench/evaluate.py` run by VBench 0.1.5 itself, in its own environment, offline on random
-weights of the real architectures (`tests/vbench/random_cache.py`).
+weights of the real architectures (`tests/vbench/random_cache.py`), and the quick-look evaluator
+(`descore_reward.quick_look`) checked against it video by video on the same weights.
 
 The VBench environment is not the library's: these tests run where `DESCORE_VBENCH_PYTHON` names its
 interpreter (`.ci/run` builds one, as `examples/vbench/requirements-vbench.txt` says) and are skipped
@@ -52,14 +53,19 @@ def evaluate(*args: str, cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
-def test_evaluate_writes_vbench_results_the_library_reads(cache, videos, tmp_path):
-    full_info = tmp_path / "full_info.json"
+@pytest.fixture(scope="module")
+def vbench_run(cache, videos, tmp_path_factory) -> tuple[subprocess.CompletedProcess, vbench.RunResults]:
+    folder = tmp_path_factory.mktemp("vbench-run")
+    full_info = folder / "full_info.json"
     full_info.write_text(json.dumps([{"prompt_en": PROMPT, "dimension": list(vbench.DIMENSIONS)}]))
-    args = ("--videos", str(videos), "--name", "random", "--out", str(tmp_path / "results"))
+    args = ("--videos", str(videos), "--name", "random", "--out", str(folder / "results"))
     run = evaluate(*args, "--full-info", str(full_info), "--offline", "--device", "cpu", cache=cache)
     assert run.returncode == 0, run.stderr[-3000:]
+    return run, vbench.read_results(vbench.results_path(folder / "results", "random"))
 
-    results = vbench.read_results(vbench.results_path(tmp_path / "results", "random"))
+
+def test_evaluate_writes_vbench_results_the_library_reads(vbench_run):
+    run, results = vbench_run
     moving, still = f"{PROMPT}-0.mp4", f"{PROMPT}-1.mp4"
     for dimension in vbench.DIMENSIONS:
         assert set(results.videos[dimension]) == {moving, still}, dimension
@@ -68,9 +74,31 @@ def test_evaluate_writes_vbench_results_the_library_reads(cache, videos, tmp_pat
         assert results.videos[dimension][still] == pytest.approx(1.0, abs=1e-5)
         assert results.videos[dimension][moving] < results.videos[dimension][still]
     assert 0.0 <= results.videos["imaging_quality"][moving] <= 1.0
-    assert results.aggregates["aesthetic_quality"] == pytest.approx(
-        np.mean(list(results.videos["aesthetic_quality"].values()))
+    aesthetic = results.videos["aesthetic_quality"].values()
+    assert results.aggregates["aesthetic_quality"] == pytest.approx(np.mean(list(aesthetic)))
+
+
+def test_quick_look_matches_vbench_video_by_video(cache, videos, vbench_run):
+    from descore_reward.quick_look import QuickLook, read_frames
+
+    _, results = vbench_run
+    quick_look = QuickLook(cache_dir=cache)
+    paths = sorted(videos.glob("*.mp4"))
+    env = {**os.environ, "VBENCH_CACHE_DIR": str(cache)}
+    motion = subprocess.run(
+        [PYTHON, str(ROOT / "tests" / "vbench" / "motion_scores.py"), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
+    assert motion.returncode == 0, motion.stderr[-3000:]
+    vbench_motion = json.loads(motion.stdout.splitlines()[-1])
+    for path in paths:
+        scores = quick_look.score_file(path)
+        for dimension in vbench.DIMENSIONS:
+            assert scores[dimension] == pytest.approx(results.videos[dimension][path.name], abs=1e-4), dimension
+        magnitudes, _ = quick_look.motion_magnitudes(*read_frames(path))
+        assert magnitudes == pytest.approx(vbench_motion[str(path)], rel=1e-4, abs=1e-4)
 
 
 def test_evaluate_checks_its_input_before_loading_anything(cache, videos, tmp_path):
