@@ -100,10 +100,8 @@ def raft_from_original(state_dict: dict[str, torch.Tensor]):
         (r"_encoder\.conv2\.", "_encoder.conv."),
         (r"(layer\d\.\d)\.conv(\d)\.", r"\1.convnormrelu\2.0."),
         (r"(layer\d\.\d)\.norm(\d)\.", r"\1.convnormrelu\2.1."),
-        (
-            r"update_block\.encoder\.conv([cf])(\d)\.",
-            lambda m: f"update_block.motion_encoder.conv{'corr' if m[1] == 'c' else 'flow'}{m[2]}.0.",
-        ),
+        (r"update_block\.encoder\.convc(\d)\.", r"update_block.motion_encoder.convcorr\1.0."),
+        (r"update_block\.encoder\.convf(\d)\.", r"update_block.motion_encoder.convflow\1.0."),
         (r"update_block\.encoder\.conv\.", "update_block.motion_encoder.conv.0."),
         (r"update_block\.gru\.conv([zrq])(\d)\.", r"update_block.recurrent_block.convgru\2.conv\1."),
         (r"update_block\.mask\.0\.", "mask_predictor.convrelu.0."),
