@@ -53,6 +53,16 @@ def average_gradients(accelerator, parameters, bucket_elements: int = 2**26) -> 
             grad.copy_(chunk.view_as(grad))
 
 
+def optimizer_step(accelerator, optimizer, max_grad_norm: float) -> None:
+    """One data-parallel step: gradients averaged over processes, clipped to a total norm of
+    `max_grad_norm`, applied, then cleared."""
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    average_gradients(accelerator, parameters)
+    torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def finish_trackers(accelerator) -> None:
     """Close the experiment trackers. Unlike `accelerator.end_training()` this leaves the process group
     up, so the caller's script can go on (evaluate, or train another stage) after a trainer returns."""

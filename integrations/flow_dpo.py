@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import save_checkpoint
 from ..config import TrainerConfig
 from ..data import DataError
-from ..distributed import average_gradients, finish_trackers, step_seed
+from ..distributed import finish_trackers, optimizer_step, step_seed
 from ..plots import plot_curves
 from .wan_generation import write_mp4_atomically
 from .wan_lora import reference_transformer, save_lora, start_lora_training
@@ -160,7 +160,6 @@ def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> d
         config, model, "descore-flow-dpo", {"step": 0, "losses": []}
     )
     transformer = pipeline.transformer
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     transformer.train()
     progress = tqdm(
         range(state["step"], config.steps),
@@ -187,10 +186,7 @@ def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> d
             error = velocity_error(transformer, x0, noise, sigma, text)
         loss = flow_dpo_loss(*error.chunk(2), *reference.chunk(2), config.beta)
         loss.backward()
-        average_gradients(accelerator, parameters)
-        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, optimizer, config.max_grad_norm)
         state["step"] = step + 1
         state["losses"].append(accelerator.reduce(loss.detach(), reduction="mean").item())
         accelerator.log({"flow_dpo/loss": state["losses"][-1]}, step=state["step"])

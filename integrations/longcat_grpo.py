@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import save_checkpoint
 from ..config import TrainerConfig
-from ..distributed import average_gradients, finish_trackers, step_seed
+from ..distributed import finish_trackers, optimizer_step, step_seed
 from ..losses import group_advantages
 from ..plots import plot_curves
 from .wan_lora import reference_transformer, save_lora, start_lora_training
@@ -272,7 +272,6 @@ def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int
 
         reward_fn = DeScoreReward(config.reward_model, think=config.reward_think, device=accelerator.device)
     transformer = pipeline.transformer
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
     progress = tqdm(
         range(state["step"], config.steps),
@@ -317,10 +316,7 @@ def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int
                 (loss / len(trained)).backward()
                 share = len(trained) * config.updates_per_batch
                 totals += torch.tensor([loss.item(), stats["kl"], stats["clip_fraction"]]) / share
-            average_gradients(accelerator, parameters)
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, optimizer, config.max_grad_norm)
         reward = torch.tensor([float(np.nanmean(rewards))])
         row = accelerator.reduce(torch.cat([reward, totals]).to(accelerator.device), reduction="mean").tolist()
         state["step"] = step + 1

@@ -26,6 +26,7 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     FlowDPOConfig ("flow_dpo") and LongcatGRPOConfig ("grpo"); returns each run's trainable weights."""
     from diffusers import WanPipeline
 
+    from descore_reward import distributed
     from descore_reward.integrations import flow_dpo, longcat_grpo
     from descore_reward.modeling import DeScoreModel
     from descore_reward.training import cold_start, rl
@@ -34,13 +35,13 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     recorded = []
 
     def recording_average(accelerator, parameters, *args):
-        """Cold start's gradient averaging, keeping the first step's averaged gradients."""
+        """The trainers' gradient averaging, keeping the first step's (cold start's) averaged gradients."""
         average(accelerator, parameters, *args)
         if not recorded:
             recorded.append({str(i): p.grad.detach().clone() for i, p in enumerate(parameters) if p.grad is not None})
 
-    average = cold_start.average_gradients
-    cold_start.average_gradients = recording_average
+    average = distributed.average_gradients
+    distributed.average_gradients = recording_average
     for name, module, config in (
         ("cold_start", cold_start, cold_start.ColdStartConfig(**spec["cold_start"])),
         ("rl", rl, rl.RLConfig(**spec["rl"])),
@@ -48,7 +49,7 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
         module.train(config, model)  # trains `model` in place
         results[name] = trainable(model)
-    cold_start.average_gradients = average
+    distributed.average_gradients = average
     results["cold_start_gradients"] = recorded[0]
     for name, config, train in (
         ("flow_dpo", flow_dpo.FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: flow_dpo.train(c, model=p)),

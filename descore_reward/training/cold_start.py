@@ -28,7 +28,7 @@ from ..atomic import atomic_write_text
 from ..checkpoint import resume, save_checkpoint
 from ..config import TrainerConfig
 from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
-from ..distributed import average_gradients, data_parallel_accelerator, finish_trackers
+from ..distributed import data_parallel_accelerator, finish_trackers, optimizer_step
 from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
@@ -260,7 +260,6 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = get_scheduler(config.lr_scheduler, optimizer, round(config.warmup_ratio * total_steps), total_steps)
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "losses": [], "evaluations": []}
     resumed = resume(output_dir, model, optimizer, scheduler)
@@ -302,11 +301,8 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
             window_loss += loss.item()
             if not last_of_step:
                 continue
-            average_gradients(accelerator, parameters)
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
+            optimizer_step(accelerator, optimizer, config.max_grad_norm)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["losses"].append(window_loss)
             window_loss = 0.0

@@ -34,7 +34,7 @@ from ..atomic import atomic_write_text
 from ..checkpoint import resume, save_checkpoint
 from ..config import TrainerConfig
 from ..data import DataError, PreferencePair, read_pairs
-from ..distributed import average_gradients, data_parallel_accelerator, finish_trackers, step_seed
+from ..distributed import data_parallel_accelerator, finish_trackers, optimizer_step, step_seed
 from ..evaluation import preference_metrics
 from ..losses import group_advantages, labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
@@ -420,7 +420,6 @@ def policy_update(
         ref_logprobs = [
             [reference_logprobs(model, reference, micro) if grpo else None for micro in mini] for mini in mini_batches
         ]
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for _ in range(config.updates_per_batch):
         totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "masked_bt_loss", "kl", "clip_fraction"), 0.0)
         head_sides = ([], [])
@@ -473,10 +472,7 @@ def policy_update(
                     totals["masked_bt_loss"] += masked_share * masked_bt.item() / updates
                 totals["kl"] += share * stats["kl"] / updates
                 totals["clip_fraction"] += share * stats["clip_fraction"] / updates
-            average_gradients(accelerator, parameters)
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, optimizer, config.max_grad_norm)
     head_accuracy = bt_on_rollouts(torch.cat([*head_sides[0], *head_sides[1]]), rollouts.labels)[1]
     return {
         **totals,
