@@ -56,10 +56,11 @@ def checkpoints(output_dir: Path) -> list[Path]:
 def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
     """Restore weights, optimizer, scheduler and RNG states from `path`; returns its trainer state."""
     weights = load_file(path / "trainable.safetensors")
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n in trainable if n not in weights]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks trainable parameters {missing[:5]}; was the config changed?")
-    unknown = sorted(set(weights) - {n for n, p in model.named_parameters() if p.requires_grad})
+    unknown = sorted(set(weights) - set(trainable))
     if unknown:
         raise ValueError(
             f"{path}: checkpoint holds parameters the model does not train {unknown[:5]}; was the config changed?"

@@ -54,13 +54,15 @@ def plot_gains(comparison: dict, path: str | Path, title: str) -> None:
     width = 0.8 / max(1, len(runs))
     figure, axis = plt.subplots(figsize=(2.2 * len(dimensions) + 1, 4))
     for k, (name, row) in enumerate(runs.items()):
+        label = name  # on the run's first bar only
         for i, dimension in enumerate(dimensions):
             cell = row.get(dimension, {})
             if "gain" not in cell:
                 continue
             x = i - 0.4 + width * (k + 0.5)
             error = [[cell["gain"] - cell["low"]], [cell["high"] - cell["gain"]]]
-            axis.bar(x, cell["gain"], width, yerr=error, capsize=3, color=f"C{k}", label=name if i == 0 else None)
+            axis.bar(x, cell["gain"], width, yerr=error, capsize=3, color=f"C{k}", label=label)
+            label = None
             if cell.get("paper_gain") is not None:
                 axis.plot([x - width / 2, x + width / 2], [cell["paper_gain"]] * 2, color="black", linewidth=2)
     axis.axhline(0.0, color="grey", linewidth=0.8)

@@ -237,8 +237,8 @@ class QuickLook:
         return sum(scores) / len(scores) / 100.0
 
     @torch.no_grad()
-    def motion_magnitudes(self, frames: torch.Tensor, fps: float) -> tuple[list[float], torch.Tensor]:
-        """The top flow magnitude of every pair of consecutive frames about 8 fps apart, and those frames."""
+    def motion_magnitudes(self, frames: torch.Tensor, fps: float) -> list[float]:
+        """The top flow magnitude of every pair of consecutive frames about 8 fps apart."""
         frames = frames[:: max(1, round(fps / 8))]
         height, width = frames.shape[-2:]
         pad_h, pad_w = (8 - height % 8) % 8, (8 - width % 8) % 8
@@ -249,8 +249,8 @@ class QuickLook:
             top_flow_magnitude(model(images[i : i + 1], images[i + 1 : i + 2], num_flow_updates=20)[-1][0])
             for i in range(len(images) - 1)
         ]
-        return magnitudes, frames
+        return magnitudes
 
     def _dynamic_degree(self, frames: torch.Tensor, fps: float) -> float:
-        magnitudes, compared = self.motion_magnitudes(frames, fps)
-        return float(is_dynamic(magnitudes, frames.shape[-2], frames.shape[-1], len(compared)))
+        magnitudes = self.motion_magnitudes(frames, fps)  # one per pair of the len(magnitudes) + 1 frames compared
+        return float(is_dynamic(magnitudes, frames.shape[-2], frames.shape[-1], len(magnitudes) + 1))

@@ -97,7 +97,7 @@ def test_quick_look_matches_vbench_video_by_video(cache, videos, vbench_run):
         scores = quick_look.score_file(path)
         for dimension in vbench.DIMENSIONS:
             assert scores[dimension] == pytest.approx(results.videos[dimension][path.name], abs=1e-4), dimension
-        magnitudes, _ = quick_look.motion_magnitudes(*read_frames(path))
+        magnitudes = quick_look.motion_magnitudes(*read_frames(path))
         assert magnitudes == pytest.approx(vbench_motion[str(path)], rel=1e-4, abs=1e-4)
 
 
