@@ -417,7 +417,7 @@ class DeScoreModel(nn.Module):
         rows_tensor = torch.as_tensor(list(rows), device=cot_ids.device)
         prompt = {key: inputs[key][rows_tensor] for key in ("input_ids", "attention_mask", "mm_token_type_ids")}
         in_cot = torch.arange(cot_ids.shape[1], device=cot_ids.device) < cot_length[:, None]
-        reward_column = torch.full_like(cot_ids[:, :1], self.reward_token_id)
+        reward_column = cot_ids.new_full((cot_ids.shape[0], 1), self.reward_token_id)  # also when the CoT is empty
         return {
             "input_ids": torch.cat([prompt["input_ids"], cot_ids, reward_column], dim=1),
             "attention_mask": torch.cat([prompt["attention_mask"], in_cot.long(), torch.ones_like(reward_column)], 1),

@@ -12,6 +12,7 @@ from descore_reward.synthetic import make_dataset
 from descore_reward.training.rl import (
     RLConfig,
     grpo_loss,
+    masked_rewards,
     policy_update,
     prepare_policy,
     reference_policy,
@@ -392,6 +393,10 @@ def test_masked_bt_moves_the_fast_mode_margin_the_labels_way(stage1, tmp_path):
 
     before = fast_margin()
     rollouts = sample_rollouts(model, [pair], config)
+    with torch.no_grad():  # the term trains the sequence that fast mode scores, not the prompt's last token
+        trained = masked_rewards(model, rollouts, config.group_size)
+    fast = [r.reward for r in model.score([pair.video_a, pair.video_b], pair.prompt, think=False)]
+    torch.testing.assert_close(trained, torch.tensor(fast), rtol=0, atol=1e-5)
     optimizer = torch.optim.SGD(model.optimizer_groups(1e-2), lr=1e-2)
     for _ in range(3):
         stats = policy_update(model, optimizer, rollouts, config)
