@@ -51,6 +51,13 @@ class RolloutRewardConfig:
     length_unit: "characters" or "tokens" of the response.
     length_levels: `(threshold, value)` pairs, ascending: the length term is the value of the highest
         threshold at or below the length (0 below the first).
+    answer_parsing: how the answer is read for the format and quality terms. "exact" (the `descore`
+        default, the authors' rule): the first `<answer>...</answer>` block, closing tag required, an
+        optional ```json fence stripped, the rest parsed as JSON as a whole; format when the object has
+        `dimensional_scores`; quality compares each value with `==` (2 is not "2", "n/a" is not "N/A").
+        "lenient": the reader behind `ScoreResult.scores` (the last block, an unclosed one too, the
+        first `{` to the last `}`, keys lower-cased, values normalised), which pays answers the exact
+        rule scores 0.
     """
 
     format_weight: float
@@ -58,10 +65,13 @@ class RolloutRewardConfig:
     length_weight: float
     length_unit: str
     length_levels: tuple[tuple[float, float], ...]
+    answer_parsing: str = "lenient"
 
     def __post_init__(self):
         if self.length_unit not in ("characters", "tokens"):
             raise ValueError(f"length_unit must be 'characters' or 'tokens', got {self.length_unit!r}")
+        if self.answer_parsing not in ("exact", "lenient"):
+            raise ValueError(f"answer_parsing must be 'exact' or 'lenient', got {self.answer_parsing!r}")
         thresholds = [threshold for threshold, _ in self.length_levels]
         if thresholds != sorted(thresholds):
             raise ValueError(f"length_levels must have ascending thresholds, got {self.length_levels}")
@@ -106,18 +116,21 @@ class Rubric:
     def quality_reward(self, answer: Answer, truth: dict) -> float:
         raise NotImplementedError
 
+    def judge_answer(self, text: str, truth: dict, parsing: str) -> tuple[float, float]:
+        """The format and quality terms of one rollout, its answer read the `parsing` way."""
+        if parsing != "lenient":
+            raise ValueError(f"the {self.name!r} rubric reads answers only the lenient way, not {parsing!r}")
+        answer = self.parse(text)
+        return float(answer.well_formed), self.quality_reward(answer, truth)
+
     def rollout_reward(
         self, text: str, tokens: int, truth: dict, config: RolloutRewardConfig | None = None
     ) -> tuple[float, dict[str, float]]:
         """The weighted rule reward of one rollout (`tokens` CoT tokens) and each of its terms."""
         config = config or self.rewards
-        answer = self.parse(text)
         length = len(text) if config.length_unit == "characters" else tokens
-        terms = {
-            "format": float(answer.well_formed),
-            "quality": self.quality_reward(answer, truth),
-            "length": config.length_reward(length),
-        }
+        answer_format, quality = self.judge_answer(text, truth, config.answer_parsing)
+        terms = {"format": answer_format, "quality": quality, "length": config.length_reward(length)}
         total = (
             config.format_weight * terms["format"]
             + config.quality_weight * terms["quality"]
@@ -129,7 +142,6 @@ class Rubric:
 # ------------------------------------------------------------------------------------------- descore
 
 DESCORE_DIMENSIONS = ("subject", "dynamics", "camera", "environment", "style")
-DESCORE_VALUES = (0, 1, 2, NOT_APPLICABLE)
 
 DESCORE_INSTRUCTION = """You are an expert judge of AI-generated videos. The video was generated from this prompt:
 "{prompt}"
@@ -165,6 +177,22 @@ End with the answer block, exactly in this form:
 </answer>"""
 
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
+_CLOSED_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_JSON_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def exact_answer(text: str) -> object:
+    """The authors' reading of an answer: the JSON value of the first closed `<answer>` block, with an
+    optional ```json fence around it and nothing else, or None."""
+    block = _CLOSED_ANSWER_BLOCK.search(text) if isinstance(text, str) else None
+    if block is None:
+        return None
+    content = block.group(1).strip()
+    fenced = _JSON_FENCE.match(content)
+    try:
+        return json.loads(fenced.group(1) if fenced else content)
+    except ValueError:
+        return None
 
 
 def normalise_value(value: object) -> int | str | None:
@@ -210,6 +238,7 @@ class DeScoreRubric(Rubric):
             length_weight=0.2,
             length_unit="characters",
             length_levels=((500, 0.2), (1000, 0.4), (1500, 0.6), (2000, 1.0)),
+            answer_parsing="exact",
         ),
         init=False,
     )
@@ -258,6 +287,18 @@ class DeScoreRubric(Rubric):
             return 0.0
         hits = sum(answer.scores.get(d) == normalise_value(value) for d, value in truth.items())
         return hits / len(truth)
+
+    def judge_answer(self, text: str, truth: dict, parsing: str) -> tuple[float, float]:
+        if parsing == "lenient":
+            return super().judge_answer(text, truth, parsing)
+        value = exact_answer(text)
+        if not isinstance(value, dict) or "dimensional_scores" not in value:
+            return 0.0, 0.0
+        predicted = value["dimensional_scores"]
+        if not isinstance(predicted, dict) or not truth:
+            return 1.0, 0.0
+        hits = sum(dimension in predicted and predicted[dimension] == want for dimension, want in truth.items())
+        return 1.0, hits / len(truth)
 
 
 # ------------------------------------------------------------------------------------------- likert5

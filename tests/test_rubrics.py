@@ -69,6 +69,58 @@ def test_descore_rollout_rewards_have_the_authors_totals():
     assert DESCORE.rollout_reward("no answer", 10, TRUTH)[0] == 0.0
 
 
+AUTHORS_TRUTH = {"subject": 2, "dynamics": 1, "camera": "N/A", "environment": 2, "style": 2}
+
+
+def block(content: str) -> str:
+    return f"<answer>\n{content}\n</answer>"
+
+
+def fenced(value) -> str:
+    return "```json\n" + json.dumps(value) + "\n```"
+
+
+CANONICAL = {"dimensional_scores": AUTHORS_TRUTH, "overall_score": 4.5}
+CAPITALISED = {("Subject" if d == "subject" else d): v for d, v in AUTHORS_TRUTH.items()}
+TEMPLATE_ECHO = {"dimensional_scores": {d: "<0|1|2|N/A>" for d in AUTHORS_TRUTH}, "overall_score": "<1-5>"}
+
+
+@pytest.mark.parametrize(
+    "text, total",
+    [
+        ("Reasoning.\n" + block(fenced(CANONICAL)), 0.80),
+        ("Reasoning.\n" + block(json.dumps(CANONICAL)), 0.80),  # the fence is optional
+        ("Reasoning.\n<answer>\n" + fenced(CANONICAL), 0.0),  # no closing tag: a truncated answer
+        (block(fenced(TEMPLATE_ECHO)) + " then the real one " + block(fenced(CANONICAL)), 0.10),  # the first block
+        ("Reasoning.\n" + block("Here: " + json.dumps(CANONICAL) + " done."), 0.0),  # text around the JSON
+        (block(fenced({"dimensional_scores": {d: str(v) for d, v in AUTHORS_TRUTH.items()}})), 0.24),  # "2" != 2
+        (block(fenced({"dimensional_scores": CAPITALISED})), 0.66),  # keys are not case-folded
+        (block(fenced({"dimensional_scores": [2, 1, "N/A", 2, 2]})), 0.10),  # format only
+        (block(fenced({"dimensional_scores": {**AUTHORS_TRUTH, "camera": "n/a"}})), 0.66),
+        (block(fenced({"overall_score": 3})), 0.0),
+        (block(fenced([1, 2])), 0.0),
+    ],
+)
+def test_descore_rollout_rewards_follow_the_authors_rule(text, total):
+    """The authors' totals for short answers (length 0) against one truth, case by case."""
+    assert DESCORE.rewards.answer_parsing == "exact", "the descore rubric's rollout rewards are the authors'"
+    assert DESCORE.rollout_reward(text, tokens=10, truth=AUTHORS_TRUTH)[0] == pytest.approx(total)
+
+
+def test_lenient_rollout_rewards_are_an_option_that_pays_what_the_reader_understands():
+    import dataclasses
+
+    lenient = dataclasses.replace(DESCORE.rewards, answer_parsing="lenient")
+    truncated = "Reasoning.\n<answer>\n" + fenced(CANONICAL)
+    as_strings = block(fenced({"dimensional_scores": {d: str(v) for d, v in AUTHORS_TRUTH.items()}}))
+    assert DESCORE.rollout_reward(truncated, 10, AUTHORS_TRUTH, lenient)[0] == pytest.approx(0.8)
+    assert DESCORE.rollout_reward(as_strings, 10, AUTHORS_TRUTH, lenient)[0] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="answer_parsing"):
+        dataclasses.replace(DESCORE.rewards, answer_parsing="loose")
+    with pytest.raises(ValueError, match="lenient"):
+        LIKERT.rollout_reward("x", 1, {}, dataclasses.replace(LIKERT.rewards, answer_parsing="exact"))
+
+
 def test_likert5_rubric_keeps_the_first_format():
     scores = {"object": 5, "dynamics": 4, "environment": 3, "style": 2, "camera_movement": 1}
     text = LIKERT.format_answer("Reasoning here.", scores)

@@ -11,7 +11,9 @@ TOLERANCE = 1e-5
 
 
 def stage2_config(tmp_path, group_size=2):
-    return RLConfig(model="unused", train_data="unused", output_dir=str(tmp_path), group_size=group_size, report_to=None)
+    return RLConfig(
+        model="unused", train_data="unused", output_dir=str(tmp_path), group_size=group_size, report_to=None
+    )
 
 
 def pairs_of(tmp_path, count=2):

@@ -48,7 +48,9 @@ class RLConfig(TrainerConfig):
     """Stage-2 settings (beside `TrainerConfig`'s). The paper gives the loss coefficients (1.0, 0.005) and
     65 steps with rollout batch 128; the rest comes from the authors' release where it says
     (`examples/configs/rl_paper.yaml`).
-    The rule rewards are the model's rubric's (`rubrics.py`); each field set here replaces its default.
+    The rule rewards are the model's rubric's (`rubrics.py`); each field set here replaces its default
+    (`answer_parsing`: "exact", the authors' rule and the `descore` default, or "lenient"; see
+    `RolloutRewardConfig`).
 
     model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
     pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
@@ -105,6 +107,7 @@ class RLConfig(TrainerConfig):
     length_weight: float | None = None
     length_unit: str | None = None
     length_levels: list | None = None
+    answer_parsing: str | None = None
     eval_data: str | None = None
     eval_every: int = 10
     eval_batch_size: int = 8
@@ -129,7 +132,7 @@ class RLConfig(TrainerConfig):
 
     def rewards(self, rubric: Rubric) -> RolloutRewardConfig:
         """The rule rewards: the rubric's defaults (the authors' for `descore`) with any field set here."""
-        fields = ("format_weight", "quality_weight", "length_weight", "length_unit", "length_levels")
+        fields = ("format_weight", "quality_weight", "length_weight", "length_unit", "length_levels", "answer_parsing")
         chosen = {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
         if "length_levels" in chosen:
             chosen["length_levels"] = tuple(tuple(level) for level in chosen["length_levels"])
