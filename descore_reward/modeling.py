@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ CONFIG_NAME = "descore_config.json"
 SCORING_WEIGHTS_NAME = "descore_head.safetensors"
 ADAPTER_DIR = "adapter"
 BACKBONE_DIR = "backbone"
+VISION_WEIGHTS_NAME = "vision_tower.safetensors"
 # The language model's attention and MLP projections (Qwen2/2.5/3-VL names).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -156,6 +158,9 @@ class DeScoreModel(nn.Module):
         self.reward_embedding = nn.Parameter(embeddings.weight.detach().float().mean(0).clone())
         self.head = RewardHead(hidden_size, config.head_hidden_size, config.head_bias).to(self.reward_embedding.device)
         self.rubric = get_rubric(config.rubric, config.instruction_template)
+        # Whether the vision tower's weights differ from the backbone's: then a checkpoint without the
+        # backbone carries them (`VISION_WEIGHTS_NAME`).
+        self.vision_tower_trained = False
         self._hook = embeddings.register_forward_hook(self._put_reward_embedding)
         video_processor = processor.video_processor
         factor = video_processor.patch_size * video_processor.merge_size
@@ -204,6 +209,8 @@ class DeScoreModel(nn.Module):
             config = dataclasses.replace(config, backbone=str((path / config.backbone).resolve()))
         backbone, processor = _load_backbone(config.backbone, dtype, trust_remote_code)
         model = cls(backbone, processor, config)
+        if (path / VISION_WEIGHTS_NAME).is_file():
+            model.load_vision_tower(path / VISION_WEIGHTS_NAME)
         if (path / ADAPTER_DIR).is_dir():
             model.backbone = PeftModel.from_pretrained(model.backbone, path / ADAPTER_DIR, is_trainable=is_trainable)
         model.load_scoring_state(scoring_state, source=str(weights))
@@ -230,9 +237,20 @@ class DeScoreModel(nn.Module):
             self.reward_embedding.copy_(state["reward_embedding"])
         self.head.load_state_dict(head)
 
+    def load_vision_tower(self, path: Path) -> None:
+        """Put trained vision-tower weights (a `save_pretrained` file) into the backbone."""
+        visual = self.language_backbone.visual
+        state = _read_safetensors(path)
+        expected = visual.state_dict()
+        if {n: v.shape for n, v in state.items()} != {n: v.shape for n, v in expected.items()}:
+            raise CheckpointError(f"{path}: its tensors are not this backbone's vision tower (another backbone?)")
+        visual.load_state_dict(state)
+        self.vision_tower_trained = True
+
     def save_pretrained(self, path: str | os.PathLike, include_backbone: bool = False) -> None:
         """Write the checkpoint atomically: config JSON, head + `<reward>` safetensors, the PEFT
-        adapter if any, and with `include_backbone` (full fine-tunes) the backbone and processor."""
+        adapter if any, the vision tower when it trained (and the backbone is not written whole), and
+        with `include_backbone` (full fine-tunes) the backbone and processor."""
         if include_backbone and isinstance(self.backbone, PeftModel):
             raise ValueError("include_backbone=True with a LoRA adapter: merge it first, or save only the adapter")
         config = dataclasses.replace(self.config, instruction_template=self.rubric.instruction_template)
@@ -241,6 +259,9 @@ class DeScoreModel(nn.Module):
             save_file(self.scoring_state(), staging / SCORING_WEIGHTS_NAME)
             if isinstance(self.backbone, PeftModel):  # the trained adapter only (stage 2 also holds a reference)
                 self.backbone.save_pretrained(staging / ADAPTER_DIR, selected_adapters=["default"])
+            if self.vision_tower_trained and not include_backbone:
+                visual = self.language_backbone.visual.state_dict()
+                save_file({n: v.detach().cpu().contiguous() for n, v in visual.items()}, staging / VISION_WEIGHTS_NAME)
             if include_backbone:
                 self.backbone.save_pretrained(staging / BACKBONE_DIR)
                 self.processor.save_pretrained(staging / BACKBONE_DIR)
@@ -273,8 +294,14 @@ class DeScoreModel(nn.Module):
         self.set_vision_trainable(vision)
 
     def set_vision_trainable(self, trainable: bool) -> None:
-        """Whether the vision tower and its merger (adapters on them included) train."""
-        self.language_backbone.visual.requires_grad_(trainable)
+        """Whether the vision tower and its merger (adapters on them included) train. Trained, they keep
+        float32 master weights whatever the backbone was loaded in (autocast sets the compute dtype),
+        and checkpoints carry them."""
+        visual = self.language_backbone.visual
+        if trainable:
+            visual.float()
+            self.vision_tower_trained = True
+        visual.requires_grad_(trainable)
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -439,10 +466,13 @@ class DeScoreModel(nn.Module):
         self, sequence: dict, prompt_length: int, response_length: int, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward over a `cot_sequences` batch: the log-probs `(N, response_length)` of the tokens
-        after the prompt (the distribution at `temperature`) and the rewards `(N,)` at `<reward>`."""
+        after the prompt (the distribution at `temperature`, over the tokens a CoT may hold, as
+        `generate_cots` samples it) and the rewards `(N,)` at `<reward>`."""
         hidden = self.language_backbone(**sequence).last_hidden_state  # (N, P + L + 1, hidden)
         start = prompt_length
         logits = self.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + response_length - 1]).float()
+        unwritable = torch.tensor(self._unwritable_token_ids(), device=logits.device)
+        logits = logits.index_fill(-1, unwritable, -math.inf)
         targets = sequence["input_ids"][:, start : start + response_length]
         logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
         return logprobs, self.head(hidden[:, -1].float())
@@ -620,6 +650,10 @@ def read_config(path: str | os.PathLike) -> DeScoreConfig:
 def _read_scoring_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a DeScore checkpoint holds its head and <reward> embedding there")
+    return _read_safetensors(path)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except Exception as error:  # safetensors raises SafetensorError or OSError on a torn or foreign file

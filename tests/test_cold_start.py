@@ -192,3 +192,41 @@ def test_accumulation_is_exact_or_refused():
     assert accumulation_steps(32, 4, 2) == 4
     with pytest.raises(ValueError, match="not a multiple"):
         accumulation_steps(32, 4, 3)
+
+
+def test_the_authors_recipe_keeps_its_trained_vision_tower_in_float32(tmp_path, small_data):
+    """LoRA on the language model with the vision tower trained fully, from a backbone saved in bf16:
+    every trained weight has a float32 master, and `final/` holds the trained tower, which reloads
+    (differing from the base) and reaches stage 2's policy and its frozen reference."""
+    from descore_reward.modeling import VISION_WEIGHTS_NAME, DeScoreModel
+    from descore_reward.tiny import build_tiny_backbone
+    from descore_reward.training.rl import RLConfig, prepare_policy
+
+    backbone, processor = build_tiny_backbone(seed=0)
+    backbone.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    processor.save_pretrained(tmp_path / "bf16")
+    options = dict(lora=True, lora_rank=4, train_vision=True, max_steps=2, eval_data=None)
+    config = config_for(tmp_path / "bf16", small_data, tmp_path / "run", **options)
+    model = build_model(config)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert any("visual" in n for n in trainable) and all(p.dtype == torch.float32 for p in trainable.values())
+    base = {n: p.detach().float().clone() for n, p in model.language_backbone.visual.named_parameters()}
+    train(dataclasses.replace(config, learning_rate=5e-2), model=model)
+    trained = {n: p.detach().float().clone() for n, p in model.language_backbone.visual.named_parameters()}
+    assert (tmp_path / "run" / "final" / VISION_WEIGHTS_NAME).is_file()
+
+    reloaded = DeScoreModel.from_pretrained(tmp_path / "run" / "final", dtype=torch.float32)
+    visual = dict(reloaded.language_backbone.visual.named_parameters())
+    assert all(torch.equal(visual[n].float(), trained[n]) for n in trained), "the trained tower reloads"
+    assert sum(not torch.equal(trained[n], base[n]) for n in base) > len(base) // 2, "and it trained"
+
+    rl = RLConfig(
+        model=str(tmp_path / "run" / "final"), train_data="unused", output_dir=str(tmp_path / "rl"), report_to=None
+    )
+    policy = prepare_policy(DeScoreModel.from_pretrained(rl.model, dtype=torch.float32, is_trainable=True), rl)
+    policy_visual = dict(policy.language_backbone.visual.named_parameters())
+    assert all(torch.equal(policy_visual[n].float(), trained[n]) for n in trained), "stage 2 starts from it"
+    policy.save_pretrained(tmp_path / "stage2")
+    again = DeScoreModel.from_pretrained(tmp_path / "stage2", dtype=torch.float32)
+    again_visual = dict(again.language_backbone.visual.named_parameters())
+    assert all(torch.equal(again_visual[n].float(), trained[n]) for n in trained), "and hands it on"

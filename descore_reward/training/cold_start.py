@@ -51,8 +51,8 @@ class ColdStartConfig(TrainerConfig):
     loss: "bt" (pairs labelled tie are skipped) or "rao_kupper" (ties used, `tie_theta`).
     lora: LoRA on the language model (rank 64 as in the paper); False for a full fine-tune.
     adapt_vision: LoRA on the vision tower too; in a full fine-tune, whether the vision tower trains.
-    train_vision: train the vision tower and merger fully, beside LoRA on the language model (the
-        authors' recipe).
+    train_vision: train the vision tower and merger fully (float32 master weights), beside LoRA on the
+        language model (the authors' recipe); checkpoints then carry the trained tower.
     learning_rate: 1e-4 (LoRA) is this library's choice; the authors train every group at 2e-6.
         head_learning_rate: None = the same.
     lr_scheduler: "cosine" (after warm-up) or "constant_with_warmup" (the authors').
@@ -107,6 +107,8 @@ class ColdStartConfig(TrainerConfig):
             raise ValueError(
                 f"batch_size {self.batch_size} must be a positive multiple of micro_batch_size {self.micro_batch_size}"
             )
+        if self.lora and self.adapt_vision and self.train_vision:
+            raise ValueError("adapt_vision and train_vision: the vision tower gets LoRA or trains fully, not both")
         if self.mask_per not in ("pair", "sequence"):
             raise ValueError(f"mask_per must be 'pair' or 'sequence', got {self.mask_per!r}")
         if self.lr_scheduler not in ("cosine", "constant_with_warmup"):
