@@ -469,3 +469,47 @@ def test_bt_on_informative_rollouts_raises_held_out_accuracy_and_shuffled_labels
     shuffled_model = copy.deepcopy(model)
     bt_steps(shuffled_model, dataclasses.replace(train_rollouts, labels=shuffled))
     assert accuracy(shuffled_model, held_out) <= learned - 0.3
+
+
+def test_rollouts_ignore_the_backbones_sampling_settings_and_the_reference_starts_at_kl_zero(make_model, tmp_path):
+    """A backbone whose generation_config.json asks for a repetition penalty, top-k and top-p: stage 2
+    samples with none of them (only the processors its log-probs account for), and a full fine-tune of
+    a checkpoint saved in bf16 has KL exactly 0 to its frozen reference before the first update."""
+    from transformers import GenerationMixin
+
+    stage1 = make_model(seed=3)
+    config = stage1.backbone.generation_config
+    config.do_sample, config.repetition_penalty, config.top_k, config.top_p = True, 1.3, 5, 0.5
+    config.no_repeat_ngram_size = 2
+    stage1.backbone.to(torch.bfloat16)
+    stage1.save_pretrained(tmp_path / "stage1", include_backbone=True)
+    data = make_dataset(tmp_path / "data", 2, seed=0)
+    config = RLConfig(
+        model=str(tmp_path / "stage1"),
+        train_data=str(data),
+        output_dir=str(tmp_path / "rl"),
+        group_size=2,
+        pairs_per_step=1,
+        steps=1,
+        max_new_tokens=6,
+        lora=False,
+        save_every=1,
+        report_to=None,
+    )
+    used = []
+    original = GenerationMixin._get_logits_processor
+
+    def recording(self, *args, **kwargs):
+        processors = original(self, *args, **kwargs)
+        used.append(sorted(type(p).__name__ for p in processors))
+        return processors
+
+    GenerationMixin._get_logits_processor = recording
+    try:
+        state = train(config)
+    finally:
+        GenerationMixin._get_logits_processor = original
+    assert used == [["SuppressTokensLogitsProcessor"]], used
+    assert state["history"][0]["kl"] == 0.0
+    loaded = DeScoreModel.from_pretrained(tmp_path / "stage1")
+    assert loaded.backbone.generation_config.repetition_penalty == 1.3, "the checkpoint's own file is untouched"

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from ..atomic import atomic_write_text
 from ..checkpoint import resume, save_checkpoint
@@ -278,21 +279,37 @@ def sequence_logprobs_and_rewards(model: DeScoreModel, rollouts: Rollouts) -> tu
     )
 
 
+@contextlib.contextmanager
+def plain_generation_config(model: DeScoreModel):
+    """Generation with only the settings passed to it: the backbone's `generation_config.json` (a
+    repetition penalty, top-k, ...) is set aside, its special tokens kept, so rollouts are sampled from
+    the distribution whose log-probs the update computes."""
+    backbone = model.unwrapped_backbone
+    saved = backbone.generation_config
+    tokens = ("bos_token_id", "eos_token_id", "pad_token_id")
+    backbone.generation_config = GenerationConfig(**{name: getattr(saved, name) for name in tokens})
+    try:
+        yield
+    finally:
+        backbone.generation_config = saved
+
+
 @torch.no_grad()
 def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> Rollouts:
     """Encode each video once, sample `group_size` CoTs per video, and score them with the rules."""
     inputs, features = encode_pairs(model, pairs)
     rows = [video for video in range(2 * len(pairs)) for _ in range(config.group_size)]
     prompts = {key: inputs[key][rows] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
-    generated, cot_length, _ = model.generate_cots(
-        prompts,
-        mm_encoder_outputs={"video": model.select_video_features(features, rows)},
-        do_sample=True,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        top_k=0,  # not the checkpoint's generation default (20 for Qwen3-VL): the log-probs are full-softmax
-        max_new_tokens=config.max_new_tokens,
-    )
+    with plain_generation_config(model):
+        generated, cot_length, _ = model.generate_cots(
+            prompts,
+            mm_encoder_outputs={"video": model.select_video_features(features, rows)},
+            do_sample=True,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=0,  # no top-k (transformers' own default is 50): the log-probs are full-softmax
+            max_new_tokens=config.max_new_tokens,
+        )
     return assemble_rollouts(model, pairs, inputs, features, generated, cot_length, config)
 
 
@@ -562,8 +579,10 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     model = prepare_policy(model or DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
     reference = None
-    if not config.lora:  # a full fine-tune moves every weight: the reference is a frozen copy of stage 1
-        reference = DeScoreModel.from_pretrained(config.model).requires_grad_(False).eval().to(accelerator.device)
+    if not config.lora:  # a full fine-tune moves every weight: the reference is a frozen copy of stage 1,
+        # in the policy's master dtype, so that under the same autocast it computes what the policy does
+        reference = DeScoreModel.from_pretrained(config.model, dtype=torch.float32)
+        reference = reference.requires_grad_(False).eval().to(accelerator.device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
