@@ -15,6 +15,20 @@ def step_seed(seed: int, step: int, process_index: int) -> int:
     return int(np.random.SeedSequence([seed, step, process_index]).generate_state(1)[0])
 
 
+def epoch_batch(count: int, step: int, batch_size: int, seed: int, process_index: int, processes: int) -> list[int]:
+    """Indices of this process's `batch_size` items (of `count`) at `step`: every epoch is a shuffled
+    order of all items (the seed and the epoch decide it), shared out so that processes never take the
+    same item in an epoch and no item repeats inside one; a step is a slice of that, so a resumed run
+    draws what the uninterrupted one would. A shard smaller than `batch_size` is taken whole."""
+    shard_size = max(1, count // processes)
+    per_step = min(batch_size, shard_size)
+    steps_per_epoch = shard_size // per_step
+    epoch, index = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    shard = order[process_index::processes][:shard_size]
+    return shard[index * per_step : (index + 1) * per_step].tolist()
+
+
 def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
     """The `Accelerator` of a trainer (devices, mixed precision, trackers), after checking that accelerate
     is not configured for an engine the trainers do not drive."""

@@ -48,3 +48,24 @@ def test_checkpoints_resume_the_newest_and_refuse_a_changed_model(tmp_path):
     frozen_bias.bias.requires_grad_(False)
     with pytest.raises(ValueError, match=r"holds parameters the model does not train \['bias'\]"):
         resume(tmp_path, frozen_bias, torch.optim.AdamW([frozen_bias.weight]))
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_epoch_batches_never_repeat_inside_an_epoch_nor_across_processes(processes):
+    from descore_reward.distributed import epoch_batch
+
+    count, per_step = 23, 3
+    steps_per_epoch = (count // processes) // per_step
+    for epoch in range(2):
+        drawn = [
+            epoch_batch(count, epoch * steps_per_epoch + step, per_step, 0, rank, processes)
+            for rank in range(processes)
+            for step in range(steps_per_epoch)
+        ]
+        flat = [i for batch in drawn for i in batch]
+        assert all(len(batch) == per_step for batch in drawn)
+        assert len(flat) == len(set(flat)) == processes * steps_per_epoch * per_step, "no repeats in an epoch"
+    first, second = (epoch_batch(count, s * steps_per_epoch, per_step, 0, 0, processes) for s in (0, 1))
+    assert first != second, "each epoch is shuffled anew"
+    assert epoch_batch(count, 5, per_step, 0, 0, processes) == epoch_batch(count, 5, per_step, 0, 0, processes)
+    assert epoch_batch(2, 0, 8, 0, 0, 1) in ([0, 1], [1, 0]), "a small set is taken whole"

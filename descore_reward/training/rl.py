@@ -35,7 +35,7 @@ from ..atomic import atomic_write_text
 from ..checkpoint import resume, save_checkpoint
 from ..config import TrainerConfig
 from ..data import DataError, PreferencePair, read_pairs
-from ..distributed import data_parallel_accelerator, finish_trackers, optimizer_step, step_seed
+from ..distributed import data_parallel_accelerator, epoch_batch, finish_trackers, optimizer_step, step_seed
 from ..evaluation import preference_metrics
 from ..losses import group_advantages, labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
@@ -54,7 +54,8 @@ class RLConfig(TrainerConfig):
     `RolloutRewardConfig`).
 
     model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
-    pairs_per_step: pairs per step; the rollout batch is `2 * pairs_per_step * group_size` CoTs.
+    pairs_per_step: pairs per step and process; the rollout batch is `2 * pairs_per_step * group_size`
+        CoTs. Pairs come in shuffled epochs shared out over processes (no repeats inside an epoch).
     lora: train a LoRA adapter (the reference is the stage-1 model reached by switching adapters), or
         False for a full fine-tune of the language model (the authors'; the reference is a frozen copy
         of the stage-1 model, a second model in memory). The vision tower stays frozen either way.
@@ -603,11 +604,11 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         total=config.steps, initial=state["step"], desc="dual-objective RL", disable=not accelerator.is_main_process
     )
     while state["step"] < config.steps and state["step"] != stop_after:
-        # Each process draws its own pairs and rollouts; the same ones again on resume.
-        seed = step_seed(config.seed, state["step"], accelerator.process_index)
-        rng = np.random.default_rng(seed)
-        batch = [pairs[i] for i in rng.choice(len(pairs), size=min(config.pairs_per_step, len(pairs)), replace=False)]
-        torch.manual_seed(seed)  # the same rollouts on resume
+        # A shuffled epoch of pairs shared out over processes; the same pairs and rollouts again on resume.
+        rank, processes = accelerator.process_index, accelerator.num_processes
+        chosen = epoch_batch(len(pairs), state["step"], config.pairs_per_step, config.seed, rank, processes)
+        batch = [pairs[i] for i in chosen]
+        torch.manual_seed(step_seed(config.seed, state["step"], rank))
         model.eval()
         with accelerator.autocast():
             rollouts = sample_rollouts(model, batch, config)
