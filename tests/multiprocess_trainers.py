@@ -35,10 +35,12 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     recorded = []
 
     def recording_average(accelerator, parameters, *args):
-        """The trainers' gradient averaging, keeping the first step's (cold start's) averaged gradients."""
+        """The trainers' gradient averaging, keeping the first step's (cold start's) averaged gradients,
+        the weights they are applied to and the parameters, so that the step's update can be read."""
         average(accelerator, parameters, *args)
         if not recorded:
-            recorded.append({str(i): p.grad.detach().clone() for i, p in enumerate(parameters) if p.grad is not None})
+            with_grad = [(str(i), p) for i, p in enumerate(parameters) if p.grad is not None]
+            recorded.append([(i, p.grad.detach().clone(), p.detach().clone(), p) for i, p in with_grad])
 
     average = distributed.average_gradients
     distributed.average_gradients = recording_average
@@ -50,7 +52,8 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
         module.train(config, model)  # trains `model` in place
         results[name] = trainable(model)
     distributed.average_gradients = average
-    results["cold_start_gradients"] = recorded[0]
+    results["cold_start_gradients"] = {i: grad for i, grad, _, _ in recorded[0]}
+    results["cold_start_update"] = {i: p.detach() - before for i, _, before, p in recorded[0]}  # one step
     for name, config, train in (
         ("flow_dpo", flow_dpo.FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: flow_dpo.train(c, model=p)),
         ("grpo", longcat_grpo.LongcatGRPOConfig(**spec["grpo"]), lambda c, p: longcat_grpo.train(c, p, brightness)),

@@ -1,9 +1,9 @@
 """Several processes: the four trainers (cold start, stage-2 RL, Flow-DPO, Longcat GRPO) run under
 `torchrun` on two CPU processes, and must end with the same weights on both (gradients averaged).
 
-Cold start's two processes split one global batch, so their update must equal a one-process run's on
-the same batch (CoT masking and LoRA dropout off, the two draws that depend on the process): a sum in
-place of a mean, or a halved effective batch, fails that. The other three draw their own prompts and
+Cold start's two processes split one global batch, so their gradient and update must equal a
+one-process run's on the same batch (CoT masking and LoRA dropout off, the two draws that depend on
+the process): a sum in place of a mean, or a halved effective batch, fails that. The other three draw their own prompts and
 rollouts per process, which one process cannot replay, so their weights must differ from a
 one-process run's (the second process's data counted)."""
 
@@ -35,7 +35,7 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             output_dir=str(out / "cold_start"),
             batch_size=4,
             micro_batch_size=1,
-            max_steps=2,
+            max_steps=1,
             p_mask=0.0,
             lora_dropout=0.0,
             learning_rate=1e-3,
@@ -84,6 +84,25 @@ def file_brightness(paths, prompts, metadata=None):
     return [float(load_video(p).frames.float().mean()) for p in paths], {}
 
 
+def check_the_same_step(one: dict, two: dict, learning_rate: float) -> None:
+    """The two-process gradient equals the one-process gradient (a sum in place of a mean is 2x off;
+    AdamW's update alone would hide that), and so does the update, compared where it is determined.
+
+    Two processes add the gradient in another order than one, so elements agree to the last bits only.
+    AdamW's first step moves a weight by about `learning_rate * g / |g|`: where `|g|` is far above that
+    noise the update is the same to 1e-6, but an element whose gradient is near 0 may move by
+    +-learning_rate on either side, whatever the machine. Those are held to the bound of one step."""
+    determined = 0
+    for index, gradient in one["cold_start_gradients"].items():
+        torch.testing.assert_close(two["cold_start_gradients"][index], gradient, atol=1e-6, rtol=1e-4, msg=f"gradient {index}")
+        update, other = one["cold_start_update"][index], two["cold_start_update"][index]
+        stable = gradient.abs() > 1e-4
+        torch.testing.assert_close(other[stable], update[stable], atol=1e-6, rtol=1e-4, msg=f"gradient {index}")
+        assert float((other - update).abs().max()) <= 2.5 * learning_rate, index
+        determined += int(stable.sum())
+    assert determined > 100, "enough of the update is determined to compare"
+
+
 @pytest.mark.slow
 def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_path):
     tiny_model.save_pretrained(tmp_path / "stage1", include_backbone=True)
@@ -124,11 +143,8 @@ def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_pat
         for name, weight in ranks[0][trainer].items():
             torch.testing.assert_close(ranks[1][trainer][name], weight, msg=f"{trainer} {name}: ranks disagree")
         if trainer == "cold_start":  # one global batch split over two processes: the same gradient and update
-            for name, gradient in one["cold_start_gradients"].items():  # AdamW would hide a sum's 2x scale
-                torch.testing.assert_close(ranks[0]["cold_start_gradients"][name], gradient, atol=1e-6, rtol=1e-4)
+            check_the_same_step(one, ranks[0], learning_rate=1e-3)
             assert any(w.abs().sum() > 0 for n, w in one[trainer].items() if "lora_B" in n), "LoRA trained"
-            for name, weight in one[trainer].items():
-                torch.testing.assert_close(ranks[0][trainer][name], weight, atol=1e-6, rtol=1e-4, msg=name)
             continue
         moved = [not torch.allclose(ranks[0][trainer][n], one[trainer][n], atol=1e-7) for n in one[trainer]]
         assert any(moved), f"{trainer}: two processes trained exactly as one; the second's data did not count"
