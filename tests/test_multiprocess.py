@@ -3,9 +3,9 @@
 
 Cold start's two processes split one global batch, so their gradient and update must equal a
 one-process run's on the same batch (CoT masking and LoRA dropout off, the two draws that depend on
-the process): a sum in place of a mean, or a halved effective batch, fails that. The other three draw their own prompts and
-rollouts per process, which one process cannot replay, so their weights must differ from a
-one-process run's (the second process's data counted)."""
+the process): a sum in place of a mean, or a halved effective batch, fails that. The other three
+draw their own prompts and rollouts per process, which one process cannot replay, so their weights
+must differ from a one-process run's (the second process's data counted)."""
 
 import json
 import os
@@ -94,10 +94,11 @@ def check_the_same_step(one: dict, two: dict, learning_rate: float) -> None:
     +-learning_rate on either side, whatever the machine. Those are held to the bound of one step."""
     determined = 0
     for index, gradient in one["cold_start_gradients"].items():
-        torch.testing.assert_close(two["cold_start_gradients"][index], gradient, atol=1e-6, rtol=1e-4, msg=f"gradient {index}")
+        other_gradient = two["cold_start_gradients"][index]
+        torch.testing.assert_close(other_gradient, gradient, atol=1e-6, rtol=1e-4, msg=f"gradient {index}")
         update, other = one["cold_start_update"][index], two["cold_start_update"][index]
         stable = gradient.abs() > 1e-4
-        torch.testing.assert_close(other[stable], update[stable], atol=1e-6, rtol=1e-4, msg=f"gradient {index}")
+        torch.testing.assert_close(other[stable], update[stable], atol=1e-6, rtol=1e-4, msg=f"update {index}")
         assert float((other - update).abs().max()) <= 2.5 * learning_rate, index
         determined += int(stable.sum())
     assert determined > 100, "enough of the update is determined to compare"
