@@ -104,17 +104,19 @@ class EndpointTeacher:
         self._last_request = 0.0
 
     def request_body(self, video, prompt: str) -> dict:
-        """The chat-completions request for one video: its frames as images, then the instruction."""
+        """The chat-completions request for one video: its frames as images where the instruction's
+        `<video>` marker is (before the instruction without one)."""
         from PIL import Image
 
         sampled = load_video(video, VideoSampling(fps=1000.0, min_frames=1, max_frames=self.frames))
-        parts = []
+        before, after = self.rubric.instruction_around_video(prompt)
+        parts = [{"type": "text", "text": before}] if before else []
         for frame in sampled.frames.permute(0, 2, 3, 1).numpy():
             buffer = io.BytesIO()
             Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
             url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        parts.append({"type": "text", "text": self.rubric.instruction(prompt)})
+        parts.append({"type": "text", "text": after})
         return {
             "model": self.model,
             "messages": [{"role": "user", "content": parts}],

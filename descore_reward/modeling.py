@@ -363,9 +363,12 @@ class DeScoreModel(nn.Module):
         return Video(frames, dataclasses.replace(video.metadata, frames_indices=indices), video.name)
 
     def chat_prefix(self, prompt: str) -> str:
-        """The chat text up to the start of the assistant's answer, with one video placeholder."""
-        text = self.rubric.instruction(prompt)
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
+        """The chat text up to the start of the assistant's answer, with one video placeholder: where the
+        instruction template's `<video>` marker is, else before the instruction."""
+        before, after = self.rubric.instruction_around_video(prompt)
+        content = [{"type": "text", "text": before}] if before else []
+        content += [{"type": "video"}, {"type": "text", "text": after}]
+        messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def prepare_inputs(

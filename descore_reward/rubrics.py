@@ -25,6 +25,7 @@ from . import prompts
 
 NOT_APPLICABLE = "N/A"
 PROMPT_PLACEHOLDER = "{prompt}"
+VIDEO_PLACEHOLDER = "<video>"  # where a template puts the video (the authors' stage 2 and inference); else first
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class RolloutRewardConfig:
 
 @dataclass(frozen=True)
 class Rubric:
-    """Base of the built-in rubrics; `instruction_template` holds `{prompt}` where the prompt goes."""
+    """Base of the built-in rubrics; `instruction_template` holds `{prompt}` where the prompt goes and,
+    optionally, one `<video>` where the video goes (without one, the video comes before the text)."""
 
     instruction_template: str
     name: str = field(default="", init=False)
@@ -98,9 +100,20 @@ class Rubric:
     def __post_init__(self):
         if PROMPT_PLACEHOLDER not in self.instruction_template:
             raise ValueError(f"an instruction template must contain {PROMPT_PLACEHOLDER} where the prompt goes")
+        if self.instruction_template.count(VIDEO_PLACEHOLDER) > 1:
+            raise ValueError(f"an instruction template may contain {VIDEO_PLACEHOLDER} once, where the video goes")
 
     def instruction(self, prompt: str) -> str:
+        """The instruction text for `prompt` (a `<video>` marker, if any, left in place)."""
         return self.instruction_template.replace(PROMPT_PLACEHOLDER, prompt)
+
+    def instruction_around_video(self, prompt: str) -> tuple[str, str]:
+        """The instruction's text before and after the video: ("", everything) without a `<video>` marker.
+        The prompt is put in after the split, so a prompt that says "<video>" stays text."""
+        before, marker, after = self.instruction_template.partition(VIDEO_PLACEHOLDER)
+        if not marker:
+            before, after = "", before
+        return before.replace(PROMPT_PLACEHOLDER, prompt), after.replace(PROMPT_PLACEHOLDER, prompt)
 
     def parse(self, text: str) -> Answer:
         raise NotImplementedError

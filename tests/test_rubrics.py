@@ -137,6 +137,12 @@ def test_custom_instruction_templates():
     assert rubric.parse(answer(TRUTH)).scores == TRUTH, "a custom wording keeps the built-in answer format"
     with pytest.raises(ValueError, match="{prompt}"):
         get_rubric("descore", "no placeholder here")
+    with pytest.raises(ValueError, match="once"):
+        get_rubric("descore", "<video> {prompt} <video>")
+    assert get_rubric("descore", "P: {prompt}. <video> Judge.").instruction_around_video("<video>") == (
+        "P: <video>. ",
+        " Judge.",
+    ), "the split comes before the prompt goes in"
     with pytest.raises(ValueError, match="unknown rubric"):
         get_rubric("stars")
     assert '{"dimensional_scores": {' in DESCORE.instruction("x"), "JSON braces in a template are kept"

@@ -58,3 +58,32 @@ def test_stage_two_token_sequences_equal_the_text_path(tiny_model, tmp_path):
         prompts = [p.prompt for p in pairs for _ in range(2)] * 2
         text_rewards = tiny_model(videos, prompts, texts)
     torch.testing.assert_close(token_rewards, text_rewards, rtol=0, atol=TOLERANCE)
+
+
+def test_a_video_marker_in_the_instruction_places_the_video_there_on_every_path(make_model, tmp_path):
+    """The authors' stage-2 and inference wording puts the video at `<video>` after the prompt: the
+    chat text holds the vision tokens there and no literal marker, and stage 2's token-id sequences
+    still equal the text path."""
+    template = 'Prompt: "{prompt}"\n**Video**: <video>\nJudge the video, then answer.'
+    model = make_model(instruction_template=template)
+    prefix = model.chat_prefix("a red square")
+    assert "<video>" not in prefix
+    vision = prefix.index("<|vision_start|>")
+    assert prefix.index('Prompt: "a red square"') < vision < prefix.index("Judge the video")
+    default = make_model().chat_prefix("a red square")
+    assert default.index("<|vision_start|>") < default.index("a red square"), "no marker: the video comes first"
+
+    pairs = pairs_of(tmp_path)
+    config = stage2_config(tmp_path)
+    texts = ["It is red.", "Red, moving right.", "Blue.", "A circle."] * 2
+    rollouts = rollouts_from_texts(model, pairs, texts, config)
+    with torch.no_grad():
+        _, token_rewards = sequence_logprobs_and_rewards(model, rollouts)
+        videos = [p.video_a for p in pairs for _ in range(2)] + [p.video_b for p in pairs for _ in range(2)]
+        text_rewards = model(videos, [p.prompt for p in pairs for _ in range(2)] * 2, texts)
+        masked = masked_rewards(model, rollouts, config.group_size)
+    torch.testing.assert_close(token_rewards, text_rewards, rtol=0, atol=TOLERANCE)
+    fast = model.score([p.video_a for p in pairs] + [p.video_b for p in pairs], [p.prompt for p in pairs] * 2, False)
+    torch.testing.assert_close(masked, torch.tensor([r.reward for r in fast]), rtol=0, atol=TOLERANCE)
+    think = model.score(videos[:1], [pairs[0].prompt], max_new_tokens=4)
+    assert think[0].cot is not None
