@@ -196,3 +196,43 @@ def test_the_authors_stage_two_csv(tmp_path):
     (read,), skipped = read_official_csv(path)
     assert skipped == 0 and read.label == "A" and read.prompt == pair.prompt
     assert read.scores_a == scores_1 and read.scores_b == scores_2
+
+
+def test_stage_two_recovers_a_prompt_of_several_lines_with_the_authors_template(tmp_path):
+    """Their stage-2 `problem` puts the prompt unquoted before `**Video**: <video>`: without the
+    template the prompt's second line is lost; stage 2's `instruction_file` recovers it whole."""
+    import csv as csv_module
+
+    from descore_reward.data import read_pairs
+    from descore_reward.training import rl
+
+    pair = make_pairs(tmp_path, 1, seed=1)[0]
+    template = "Judge the video.\n**Text prompt**: {prompt}\n**Video**: <video>\nThink, then answer."
+    prompt = "a red square moves right\nthen stops"
+    scores = {"subject": 2, "dynamics": 1, "camera": "N/A", "environment": 2, "style": 0}
+    answer = json.dumps({"video_1_scores": scores, "video_2_scores": scores, "gsb_result": "Video 2 is better"})
+    videos = [str(pair.video_a.relative_to(tmp_path)), str(pair.video_b.relative_to(tmp_path))]
+    path = tmp_path / "stage2.csv"
+    with path.open("w", newline="") as file:
+        writer = csv_module.writer(file)
+        writer.writerow(["videos", "problem", "answer"])
+        writer.writerow([repr(videos), template.replace("{prompt}", prompt), f"<answer>{answer}</answer>"])
+    assert read_pairs(path)[0].prompt == "a red square moves right", "the heuristic stops at the line's end"
+    assert read_pairs(path, template=template)[0].prompt == prompt
+    (tmp_path / "instruction.txt").write_text(template)
+    config = rl.RLConfig(
+        model=str(tmp_path / "no-model"),
+        train_data=str(path),
+        instruction_file=str(tmp_path / "instruction.txt"),
+        output_dir=str(tmp_path / "rl"),
+        report_to=None,
+    )
+    read = []
+    original = rl.read_pairs
+    rl.read_pairs = lambda *args, **kwargs: read.append(original(*args, **kwargs)) or read[-1]
+    try:
+        with pytest.raises(FileNotFoundError, match="no-model"):  # the pairs are read before the model loads
+            rl.train(config)
+    finally:
+        rl.read_pairs = original
+    assert read[0][0].prompt == prompt

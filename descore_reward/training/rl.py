@@ -53,7 +53,10 @@ class RLConfig(TrainerConfig):
     (`answer_parsing`: "exact", the authors' rule and the `descore` default, or "lenient"; see
     `RolloutRewardConfig`).
 
-    model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`.
+    model: the stage-1 DeScore checkpoint. train_data: JSONL whose pairs carry `scores_a` / `scores_b`,
+        or the authors' stage-2 CSV. instruction_file: the instruction their `problem` texts were written
+        from (`{prompt}` and `<video>` where they go), to recover each prompt exactly, over several lines
+        too; without it a prompt is found by its quotes or its "prompt:" label.
     pairs_per_step: pairs per step and process; the rollout batch is `2 * pairs_per_step * group_size`
         CoTs. Pairs come in shuffled epochs shared out over processes (no repeats inside an epoch).
     lora: train a LoRA adapter (the reference is the stage-1 model reached by switching adapters), or
@@ -81,6 +84,7 @@ class RLConfig(TrainerConfig):
 
     model: str
     train_data: str
+    instruction_file: str | None = None
     group_size: int = 8
     pairs_per_step: int = 8
     steps: int = 65
@@ -131,6 +135,8 @@ class RLConfig(TrainerConfig):
             raise ValueError(f"loss_aggregation must be 'sequence_mean' or 'token_mean', got {self.loss_aggregation!r}")
         if self.dual_clip is not None and self.dual_clip <= 1.0:
             raise ValueError(f"dual_clip must be above 1 (or None), got {self.dual_clip}")
+        if self.instruction_file is not None and not Path(self.instruction_file).is_file():
+            raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
 
     def rewards(self, rubric: Rubric) -> RolloutRewardConfig:
         """The rule rewards: the rubric's defaults (the authors' for `descore`) with any field set here."""
@@ -572,7 +578,8 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     `prepare_policy` and trained in place; None loads `config.model`, which names the stage-1
     checkpoint either way (the reference adapter or the frozen reference is read from it)."""
     output_dir = Path(config.output_dir)
-    pairs = read_pairs(config.train_data)  # JSONL, or the authors' stage-2 CSV
+    template = Path(config.instruction_file).read_text(encoding="utf-8") if config.instruction_file else None
+    pairs = read_pairs(config.train_data, template=template)  # JSONL, or the authors' stage-2 CSV
     check_truths(pairs, (model.config if model is not None else read_config(config.model)).rubric)  # before loading
     eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
     accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
