@@ -21,6 +21,7 @@ import ast
 import csv
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,7 +280,8 @@ def read_genai_bench(
     path: str | Path, video_root: str | Path | None = None, limit: int | None = None, check_files: bool = True
 ) -> list[PreferencePair]:
     """Read GenAI-Bench video rows (JSONL or parquet); videos resolve against `video_root`
-    (default: the file's folder)."""
+    (default: the file's folder). The published rows hold URLs: a URL stands for the file of the same
+    name in `video_root`, where the videos were downloaded (a missing one is reported with its URL)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such data file")
@@ -305,17 +307,32 @@ def read_genai_bench(
         if vote not in GENAI_VOTES:
             problems.append(f"{where}: vote_type {vote!r} is not one of {sorted(GENAI_VOTES)}")
             continue
-        pairs.append(
-            PreferencePair(
-                id=str(record.get("id", f"{path.stem}-{row}")),
-                prompt=record["prompt"],
-                video_a=root / record["left_video"],
-                video_b=root / record["right_video"],
-                label=GENAI_VOTES[vote],
-                source=where,
-            )
+        pair = PreferencePair(
+            id=str(record.get("id", f"{path.stem}-{row}")),
+            prompt=record["prompt"],
+            video_a=root / video_file_name(record["left_video"]),
+            video_b=root / video_file_name(record["right_video"]),
+            label=GENAI_VOTES[vote],
+            source=where,
         )
-    return _validated(pairs, problems, check_files)
+        for name, key in (("video_a", "left_video"), ("video_b", "right_video")):
+            local = getattr(pair, name)
+            if check_files and not local.is_file():
+                url = f" ({record[key]}: download it there)" if _is_url(record[key]) else ""
+                problems.append(f"{where}: {key} file not found: {local}{url}")
+        pairs.append(pair)
+    return _validated(pairs, problems, check_files=False)  # files checked above, URLs named
+
+
+def _is_url(text: str) -> bool:
+    return urllib.parse.urlparse(str(text)).scheme in ("http", "https")
+
+
+def video_file_name(location: str) -> str:
+    """A row's video as a path under the video folder: a URL's file name, or the path as written."""
+    if _is_url(location):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)).name
+    return location
 
 
 OFFICIAL_GSB = {"A": "A", "B": "B", "same": "tie"}

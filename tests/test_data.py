@@ -124,6 +124,14 @@ def test_genai_bench_rows(videos):
     assert "genai_bad.jsonl:1: vote_type 'upvote'" in str(error.value)
     assert "genai_bad.jsonl:2: missing field(s)" in str(error.value)
 
+    base = "https://example.org/GenAI-Bench/videos/"  # the published rows: URLs, downloaded into video_root
+    published = [{**row, "left_video": base + "a.mp4", "right_video": base + "b.mp4?download=1"} for row in rows]
+    pairs = read_genai_bench(write_lines(videos / "published.jsonl", published), video_root=videos)
+    assert [(p.video_a, p.video_b) for p in pairs] == [(videos / "a.mp4", videos / "b.mp4")] * 4
+    missing = [{**published[0], "right_video": base + "not-downloaded.mp4"}]
+    with pytest.raises(DataError, match=r"right_video file not found: .*not-downloaded.mp4 \(https://.*download it"):
+        read_genai_bench(write_lines(videos / "missing.jsonl", missing), video_root=videos)
+
 
 @pytest.mark.parametrize(
     "field, value",
