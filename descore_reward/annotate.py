@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .atomic import append_jsonl, read_jsonl_log
 from .data import PreferencePair, pair_record, read_jsonl
 from .rubrics import get_rubric
 from .video import VideoSampling, load_video
@@ -210,18 +211,7 @@ class AnnotationSummary:
 
 
 def _done_ids(*paths: Path) -> set[str]:
-    ids = set()
-    for path in paths:
-        if path.exists():
-            ids |= {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
-    return ids
-
-
-def _append(path: Path, row: dict) -> None:
-    with path.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
+    return {row["id"] for path in paths for row in read_jsonl_log(path) if "id" in row}
 
 
 def annotate(
@@ -253,7 +243,7 @@ def annotate(
             cots = teacher(videos, prompts)
         except TeacherError as error:
             for pair in batch:
-                _append(failed_path, {"id": pair.id, "reason": str(error)})
+                append_jsonl(failed_path, [{"id": pair.id, "reason": str(error)}])
                 summary.failed += 1
             continue
         for index, pair in enumerate(batch):
@@ -263,9 +253,9 @@ def annotate(
             annotated = dataclasses.replace(pair, cot_a=cot_a, cot_b=cot_b, scores_a=scores[0], scores_b=scores[1])
             row = pair_record(annotated, folder)
             if keep:
-                _append(out, row)
+                append_jsonl(out, [row])
                 summary.kept += 1
             else:
-                _append(rejected_path, {**row, "reason": reason})
+                append_jsonl(rejected_path, [{**row, "reason": reason}])
                 summary.rejected += 1
     return summary

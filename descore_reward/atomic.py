@@ -1,4 +1,5 @@
-"""Atomic writes: a file or a directory appears complete or not at all, and nothing else is clobbered.
+"""Atomic writes: a file or a directory appears complete or not at all, and nothing else is clobbered;
+a row of an append-only JSONL log (`append_jsonl`) likewise.
 
 Staging names carry the host and process id (`.NAME.tmp-HOST-PID-XXXX`), so a later write removes
 the staging left by a process that was killed mid-write, and never one a live process still writes.
@@ -8,12 +9,15 @@ What appears gets the permissions the umask gives, as a plain `open` or `mkdir` 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import OutputFolderError
 
 
 @contextlib.contextmanager
@@ -118,3 +122,44 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` through a temporary file beside it and a rename."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append `rows` to the JSONL log `path`, one line each, flushed to disk before returning. A last
+    line torn by a kill mid-write is cut off first, so every line of the log is a whole row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size:
+            file.seek(max(0, size - 65536))
+            tail = file.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                file.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+        file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_jsonl_log(path: str | os.PathLike) -> list[dict]:
+    """The rows of a log written by `append_jsonl` (none when it does not exist). A torn last line (a
+    kill mid-write) is left out; any other line that is not a JSON object raises `OutputFolderError`
+    naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number < len(lines):  # a complete line (a newline follows it) that is not a row
+            raise OutputFolderError(f"{path}:{number}: not a JSON row; this log was not written by descore-reward")
+    return rows

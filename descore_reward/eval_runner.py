@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_text
+from .atomic import append_jsonl, atomic_write_text, read_jsonl_log
 from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
 from .errors import OutputFolderError
 from .evaluation import preference_metrics
@@ -50,14 +50,12 @@ def read_scores(paths: list[Path], relative_to: Path | None = None) -> dict[str,
     Relative video paths resolve against `relative_to` (default: the working directory)."""
     scores = {}
     for path in paths:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                video = Path(row["video"])
-                video = (relative_to / video) if relative_to is not None and not video.is_absolute() else video
-                scores[score_key(video, row["prompt"])] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line torn by a crash mid-write: that video is scored again
+        for row in read_jsonl_log(path):  # a line torn by a crash mid-write is left out: scored again
+            video = Path(row.get("video", ""))
+            if not row.get("video") or "prompt" not in row:
+                raise OutputFolderError(f"{path}: a row without video and prompt; not a scores file of descore eval")
+            video = (relative_to / video) if relative_to is not None and not video.is_absolute() else video
+            scores[score_key(video, row["prompt"])] = row
     return scores
 
 
@@ -120,20 +118,17 @@ def score_pairs(
     todo = [item for index, (key, item) in enumerate(items.items()) if index % world == rank and key not in done]
     out.mkdir(parents=True, exist_ok=True)
     shard = out / f"scores-rank{rank}.jsonl"
-    torn = shard.exists() and shard.stat().st_size > 0 and not shard.read_bytes().endswith(b"\n")
-    with shard.open("a", encoding="utf-8") as file, tqdm(total=len(todo), desc="scoring", disable=rank != 0) as bar:
-        if torn:
-            file.write("\n")
+    with tqdm(total=len(todo), desc="scoring", disable=rank != 0) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             results = model.score(
                 [v for v, _ in batch], [p for _, p in batch], think=think, batch_size=batch_size, **score_kwargs
             )
-            for (video, prompt), result in zip(batch, results, strict=True):
-                row = {**result.to_dict(), "video": str(Path(video).resolve()), "prompt": prompt}
-                file.write(json.dumps(row, ensure_ascii=False) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+            rows = [
+                {**result.to_dict(), "video": str(Path(video).resolve()), "prompt": prompt}
+                for (video, prompt), result in zip(batch, results, strict=True)
+            ]
+            append_jsonl(shard, rows)
             bar.update(len(batch))
     if accelerator is not None:
         accelerator.wait_for_everyone()

@@ -15,7 +15,6 @@ with `WanPipeline.save_lora_weights`, so `WanPipeline.load_lora_weights` loads i
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..atomic import append_jsonl, read_jsonl_log
 from ..checkpoint import save_checkpoint
 from ..config import TrainerConfig
 from ..data import DataError
@@ -53,10 +53,7 @@ def rank_dpo_pairs(
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     pairs_path, skipped_path = out_dir / "pairs.jsonl", out_dir / "skipped.jsonl"
-    done = set()
-    for path in (pairs_path, skipped_path):
-        if path.exists():
-            done |= {json.loads(line)["prompt_index"] for line in path.read_text().splitlines() if line.strip()}
+    done = {row["prompt_index"] for path in (pairs_path, skipped_path) for row in read_jsonl_log(path)}
     for index, prompt in enumerate(tqdm(prompts, desc="labelling pairs")):
         if index in done:
             continue
@@ -86,10 +83,7 @@ def rank_dpo_pairs(
             "rejected_score": float(scores[worst]),
         }
         target = pairs_path if scores[best] - scores[worst] >= max(min_gap, 1e-12) else skipped_path
-        with target.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(row) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+        append_jsonl(target, [row])
     return pairs_path
 
 

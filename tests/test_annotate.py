@@ -170,9 +170,11 @@ def test_malformed_answers_fail_and_resume_completes(server, pairs, tmp_path):
     for row in data[2:]:
         better, worse = (HIGH, LOW) if row["label"] == "A" else (LOW, HIGH)
         server.script += [answer(better), answer(worse)]
+    with out.open("a") as file:  # a kill in the middle of writing a third row
+        file.write('{"id": "' + data[2]["id"] + '", "prompt": "tor')
     second = annotate(pairs, teacher, out, stage=2, batch_size=1, rubric="likert5")
-    assert (second.kept, second.skipped, second.failed) == (2, 2, 0)
-    assert len(out.read_text().splitlines()) == 4
+    assert (second.kept, second.skipped, second.failed) == (2, 2, 0), "the torn row is annotated again"
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [row["id"] for row in data]
 
 
 def test_annotate_command(server, pairs, tmp_path):

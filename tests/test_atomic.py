@@ -52,3 +52,20 @@ def test_atomic_file_renames_on_success_and_keeps_the_old_file_on_error(tmp_path
         staging.write_bytes(b"torn")
         raise RuntimeError("encoder died")
     assert target.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]
+
+
+def test_jsonl_logs_drop_a_torn_last_line_and_name_a_foreign_one(tmp_path):
+    from descore_reward.atomic import append_jsonl, read_jsonl_log
+    from descore_reward.errors import OutputFolderError
+
+    log = tmp_path / "log.jsonl"
+    assert read_jsonl_log(log) == []
+    append_jsonl(log, [{"id": 1}, {"id": "é"}])
+    with log.open("a") as file:
+        file.write('{"id": 3, "tor')  # killed mid-write
+    assert read_jsonl_log(log) == [{"id": 1}, {"id": "é"}]
+    append_jsonl(log, [{"id": 3}])
+    assert log.read_text(encoding="utf-8").splitlines() == ['{"id": 1}', '{"id": "é"}', '{"id": 3}']
+    log.write_text('{"id": 1}\nnot json\n{"id": 2}\n')
+    with pytest.raises(OutputFolderError, match=r"log.jsonl:2: not a JSON row"):
+        read_jsonl_log(log)

@@ -66,6 +66,10 @@ def test_labelling_writes_best_against_worst_and_resumes(tiny_wan_dir, pairs_fil
     stamps = [p.stat().st_mtime_ns for p in videos]
     rank_dpo_pairs(brightness, PROMPTS, pairs_file.parent, pipeline=None, samples_per_prompt=3)  # nothing to redo
     assert [p.stat().st_mtime_ns for p in videos] == stamps and len(pairs_file.read_text().splitlines()) == 3
+    complete = pairs_file.read_text()
+    pairs_file.write_text("".join(complete.splitlines(keepends=True)[:2]) + complete.splitlines()[2][:25])  # torn
+    rank_dpo_pairs(brightness, PROMPTS, pairs_file.parent, pipeline=None, samples_per_prompt=3)
+    assert pairs_file.read_text() == complete, "the torn row is ranked again from its saved videos"
     strict = rank_dpo_pairs(
         brightness,
         PROMPTS,
