@@ -80,7 +80,7 @@ def run_quick_look(args: argparse.Namespace) -> None:
     import torch
 
     from .quick_look import QuickLook
-    from .vbench import DIMENSIONS, results_path
+    from .vbench import VBENCH_DIMENSIONS, results_path
 
     paths = []
     for video in map(Path, args.videos):
@@ -94,7 +94,7 @@ def run_quick_look(args: argparse.Namespace) -> None:
         raise CommandError(f"{', '.join(args.videos)}: no .mp4 files")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        quick_look = QuickLook(args.dimensions or DIMENSIONS, cache_dir=args.cache, device=device)
+        quick_look = QuickLook(args.dimensions or VBENCH_DIMENSIONS, cache_dir=args.cache, device=device)
     except ValueError as error:
         raise CommandError(f"--dimensions: {error}") from None
     out = results_path(args.out, args.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import warnings
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,7 +30,12 @@ class TrainerConfig:
     mixed_precision: "no" (float32) or "bf16" autocast around the forward passes; the trained weights
         stay float32 either way.
     report_to: an accelerate tracker ("tensorboard", "wandb", ...) or None.
+
+    A subclass lists config-file keys it renamed in `RENAMED_KEYS` (old -> new): YAML files and overrides
+    that still use an old one load, with a warning.
     """
+
+    RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
 
     output_dir: str
     learning_rate: float = 1e-4
@@ -64,11 +70,13 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: li
             raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     fields = {field.name: field for field in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    values = _renamed(cls, values, str(path))
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"{path}: unknown config key(s) {unknown}; known keys: {sorted(fields)}")
     for override in overrides or []:
         key, separator, value = override.partition("=")
+        key = next(iter(_renamed(cls, {key: None}, f"override {override!r}")))
         if not separator or key not in fields:
             raise ValueError(f"override {override!r}: expected key=value with key one of {sorted(fields)}")
         values[key] = yaml.safe_load(value)  # 3 -> int, 1e-4 -> float, [a, b] -> list
@@ -79,3 +87,14 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: li
             except (TypeError, ValueError):
                 raise ValueError(f"config key {key!r}: expected a number, got {value!r}") from None
     return cls(**values)
+
+
+def _renamed(cls, values: dict, source: str) -> dict:
+    """`values` with the keys `cls.RENAMED_KEYS` lists under their new names, each with a warning."""
+    renamed = {}
+    for key, value in values.items():
+        new = getattr(cls, "RENAMED_KEYS", {}).get(key)
+        if new is not None:
+            warnings.warn(f"{source}: config key {key!r} is now {new!r}; reading it as {new!r}", FutureWarning, 2)
+        renamed[new or key] = value
+    return renamed

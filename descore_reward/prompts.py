@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 # The five alignment dimensions the paper's annotators compare videos on (section 3.1).
-DIMENSIONS = ("object", "dynamics", "environment", "style", "camera_movement")
+LIKERT5_DIMENSIONS = ("object", "dynamics", "environment", "style", "camera_movement")
 DIMENSION_QUESTIONS = {
     "object": "Are the objects and subjects of the prompt present, complete and correct?",
     "dynamics": "Do they move and act as the prompt says, with plausible motion?",
@@ -38,13 +38,13 @@ object giving each dimension an integer score from {lo} (worst) to {hi} (best), 
 def instruction(prompt: str) -> str:
     """The user instruction for one video generated from `prompt` (the video itself goes before it)."""
     questions = "\n".join(f"- {name}: {question}" for name, question in DIMENSION_QUESTIONS.items())
-    example = json.dumps({name: 3 for name in DIMENSIONS})
+    example = json.dumps({name: 3 for name in LIKERT5_DIMENSIONS})
     return _INSTRUCTION.format(prompt=prompt, questions=questions, lo=MIN_SCORE, hi=MAX_SCORE, example=example)
 
 
 def format_cot(reasoning: str, scores: dict[str, int]) -> str:
     """The canonical CoT text for `reasoning` and `scores` (one integer per dimension)."""
-    return f"{reasoning.strip()}\n{json.dumps({name: int(scores[name]) for name in DIMENSIONS})}"
+    return f"{reasoning.strip()}\n{json.dumps({name: int(scores[name]) for name in LIKERT5_DIMENSIONS})}"
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _valid_scores(value: object) -> dict[str, int] | None:
         return None
     normalised = {str(key).strip().lower().replace(" ", "_"): score for key, score in value.items()}
     scores = {}
-    for name in DIMENSIONS:
+    for name in LIKERT5_DIMENSIONS:
         score = normalised.get(name)
         if isinstance(score, bool) or not isinstance(score, int) or not MIN_SCORE <= score <= MAX_SCORE:
             return None

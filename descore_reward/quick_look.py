@@ -35,7 +35,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
-from .vbench import DIMENSIONS, write_results
+from .vbench import VBENCH_DIMENSIONS, write_results
 
 # Where VBench keeps each dimension's weights, under its cache folder.
 CACHE_FILES = {
@@ -128,13 +128,13 @@ class QuickLook:
 
     def __init__(
         self,
-        dimensions: Sequence[str] = DIMENSIONS,
+        dimensions: Sequence[str] = VBENCH_DIMENSIONS,
         cache_dir: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
     ):
-        unknown = sorted(set(dimensions) - set(DIMENSIONS))
+        unknown = sorted(set(dimensions) - set(VBENCH_DIMENSIONS))
         if unknown:
-            raise ValueError(f"dimensions {unknown}: expected some of {list(DIMENSIONS)}")
+            raise ValueError(f"dimensions {unknown}: expected some of {list(VBENCH_DIMENSIONS)}")
         self.dimensions = list(dimensions)
         self.cache = vbench_cache_dir(cache_dir)
         missing = [name for d in self.dimensions for name in CACHE_FILES[d] if not (self.cache / name).is_file()]

@@ -323,7 +323,7 @@ class Likert5Rubric(Rubric):
 
     instruction_template: str = prompts.instruction(PROMPT_PLACEHOLDER)
     name: str = field(default="likert5", init=False)
-    dimensions: tuple[str, ...] = field(default=prompts.DIMENSIONS, init=False)
+    dimensions: tuple[str, ...] = field(default=prompts.LIKERT5_DIMENSIONS, init=False)
     rewards: RolloutRewardConfig = field(
         default=RolloutRewardConfig(
             format_weight=1.0,

@@ -22,7 +22,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from .prompts import DIMENSIONS, instruction
+from .prompts import LIKERT5_DIMENSIONS, instruction
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -54,7 +54,7 @@ _CORPUS = [
     "The object matches the prompt. The motion is smooth and the camera stays still.",
     '{"object": 5, "dynamics": 4, "environment": 3, "style": 2, "camera movement": 1}',
     "a blue square stays still. a green triangle moves left, up, down. 0123456789",
-    " ".join(DIMENSIONS),
+    " ".join(LIKERT5_DIMENSIONS),
 ]
 
 # Shapes of the published Qwen3-VL-8B text and vision towers (config.json of Qwen/Qwen3-VL-8B-Instruct).
@@ -188,7 +188,7 @@ def build_tiny_wan_pipeline(path: str | Path | None = None, seed: int = 0):
     from tokenizers import pre_tokenizers as token_pre_tokenizers
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-    words = sorted({w for line in _CORPUS for w in line.lower().replace(",", " ").split()} | set(DIMENSIONS))
+    words = sorted({w for line in _CORPUS for w in line.lower().replace(",", " ").split()} | set(LIKERT5_DIMENSIONS))
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     word_level = Tokenizer(token_models.WordLevel(vocab, unk_token="<unk>"))
     word_level.pre_tokenizer = token_pre_tokenizers.Whitespace()

@@ -20,7 +20,7 @@ import numpy as np
 from .atomic import atomic_write_text
 
 # The five VBench dimensions of the paper's table, in its order.
-DIMENSIONS = (
+VBENCH_DIMENSIONS = (
     "subject_consistency",
     "background_consistency",
     "aesthetic_quality",
@@ -31,9 +31,9 @@ DIMENSIONS = (
 PER_VIDEO_SCALE = {"imaging_quality": 100.0}
 # The paper's table (Wan-2.1-T2V-1.3B; REFERENCE.md section 1).
 PAPER = {
-    "baseline": dict(zip(DIMENSIONS, (0.951, 0.961, 0.547, 0.669, 0.527))),
-    "grpo": dict(zip(DIMENSIONS, (0.969, 0.973, 0.645, 0.706, 0.541))),
-    "flow_dpo": dict(zip(DIMENSIONS, (0.969, 0.972, 0.615, 0.700, 0.542))),
+    "baseline": dict(zip(VBENCH_DIMENSIONS, (0.951, 0.961, 0.547, 0.669, 0.527))),
+    "grpo": dict(zip(VBENCH_DIMENSIONS, (0.969, 0.973, 0.645, 0.706, 0.541))),
+    "flow_dpo": dict(zip(VBENCH_DIMENSIONS, (0.969, 0.972, 0.615, 0.700, 0.542))),
 }
 
 
@@ -166,7 +166,7 @@ def compare(runs: dict[str, RunResults], baseline: str = "baseline", resamples: 
     table = {}
     for name, results in runs.items():
         row = {}
-        for dimension in DIMENSIONS:
+        for dimension in VBENCH_DIMENSIONS:
             if dimension not in results.aggregates:
                 continue
             cell = {"score": results.aggregates[dimension], "paper": PAPER.get(name, {}).get(dimension)}
@@ -184,7 +184,7 @@ def compare(runs: dict[str, RunResults], baseline: str = "baseline", resamples: 
                     cell["paper_gain"] = cell["paper"] - PAPER["baseline"][dimension]
             row[dimension] = cell
         table[name] = row
-    return {"baseline": baseline, "dimensions": list(DIMENSIONS), "runs": table}
+    return {"baseline": baseline, "dimensions": list(VBENCH_DIMENSIONS), "runs": table}
 
 
 def comparison_markdown(comparison: dict) -> str:

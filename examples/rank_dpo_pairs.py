@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=416)
     parser.add_argument("--frames", type=int, default=33)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--num-inference-steps", "--steps", dest="num_inference_steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.5)
     args = parser.parse_args()
     prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
@@ -48,7 +48,7 @@ def main() -> None:
         height=args.height,
         width=args.width,
         num_frames=args.frames,
-        num_inference_steps=args.steps,
+        num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance,
     )
     print(f"pairs written to {pairs}")

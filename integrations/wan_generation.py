@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_file, atomic_write_text
-from ..vbench import DIMENSIONS
+from ..vbench import VBENCH_DIMENSIONS
 
 # Wan-2.1's default negative prompt (its sampling config), as the VBench team used it.
 WAN_NEGATIVE_PROMPT = (
@@ -40,7 +40,7 @@ class GenerationSettings:
     height: int = 480
     width: int = 832
     num_frames: int = 81
-    steps: int = 50
+    num_inference_steps: int = 50
     guidance_scale: float = 6.0
     flow_shift: float = 3.0
     fps: int = 16
@@ -56,7 +56,7 @@ class GenerationSettings:
             raise ValueError(f"samples and best_of must be at least 1, got {self.samples} and {self.best_of}")
 
 
-def read_vbench_prompts(full_info: str | Path | None = None, dimensions=DIMENSIONS) -> list[str]:
+def read_vbench_prompts(full_info: str | Path | None = None, dimensions=VBENCH_DIMENSIONS) -> list[str]:
     """The prompts of `dimensions` in VBench's `VBench_full_info.json` (a list of `{"prompt_en",
     "dimension": [...]}`), each once, in file order; None reads the installed `vbench` package's file."""
     if full_info is None:
@@ -168,7 +168,7 @@ def generate_videos(
                     height=settings.height,
                     width=settings.width,
                     num_frames=settings.num_frames,
-                    num_inference_steps=settings.steps,
+                    num_inference_steps=settings.num_inference_steps,
                     guidance_scale=settings.guidance_scale,
                     generator=generator,
                     output_type="pt",

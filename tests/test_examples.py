@@ -35,7 +35,7 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
         str(EXAMPLES / "rank_dpo_pairs.py"),
         *("--descore", str(descore), "--pipeline", str(tiny_wan_dir), "--prompts", str(prompts)),
         *("--out", str(tmp_path / "pairs"), "--samples", "2", "--height", "32", "--width", "32", "--frames", "9"),
-        *("--steps", "2", "--guidance", "1.0"),
+        *("--num-inference-steps", "2", "--guidance", "1.0"),
     )
     assert labelled.returncode == 0, labelled.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "pairs" / "pairs.jsonl").read_text().splitlines()]

@@ -1,6 +1,6 @@
 import json
 
-from descore_reward.prompts import DIMENSIONS, format_cot, instruction, parse_cot
+from descore_reward.prompts import LIKERT5_DIMENSIONS, format_cot, instruction, parse_cot
 
 GOOD = {"object": 5, "dynamics": 4, "environment": 3, "style": 2, "camera_movement": 1}
 
@@ -8,7 +8,7 @@ GOOD = {"object": 5, "dynamics": 4, "environment": 3, "style": 2, "camera_moveme
 def test_instruction_names_prompt_and_every_dimension():
     text = instruction("a cat surfing")
     assert '"a cat surfing"' in text
-    for name in DIMENSIONS:
+    for name in LIKERT5_DIMENSIONS:
         assert name in text
 
 

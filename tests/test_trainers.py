@@ -69,3 +69,16 @@ def test_epoch_batches_never_repeat_inside_an_epoch_nor_across_processes(process
     assert first != second, "each epoch is shuffled anew"
     assert epoch_batch(count, 5, per_step, 0, 0, processes) == epoch_batch(count, 5, per_step, 0, 0, processes)
     assert epoch_batch(2, 0, 8, 0, 0, 1) in ([0, 1], [1, 0]), "a small set is taken whole"
+
+
+def test_a_renamed_config_key_still_loads_with_a_warning(tmp_path):
+    from descore_reward.config import load_config
+
+    path = tmp_path / "rl.yaml"
+    path.write_text("model: m\ntrain_data: t\noutput_dir: o\nupdates_per_batch: 3\n")
+    with pytest.warns(FutureWarning, match="'updates_per_batch' is now 'passes_per_batch'"):
+        config = load_config(rl.RLConfig, path)
+    assert config.passes_per_batch == 3
+    with pytest.warns(FutureWarning):
+        assert load_config(rl.RLConfig, path, ["updates_per_batch=2"]).passes_per_batch == 2
+    assert "updates_per_batch" in longcat_grpo.LongcatGRPOConfig.__dataclass_fields__, "Wan GRPO's own meaning"

@@ -17,7 +17,7 @@ def per_video(prompts: int, rng: np.random.Generator, shift: float = 0.0) -> dic
     """Results for `prompts` x 5 videos named as VBench's standard mode, every dimension."""
     videos = [f"prompt {p}-{i}.mp4" for p in range(prompts) for i in range(5)]
     values = {}
-    for dimension in vbench.DIMENSIONS:
+    for dimension in vbench.VBENCH_DIMENSIONS:
         if dimension == "dynamic_degree":
             values[dimension] = {v: float(rng.random() < 0.5 + shift) for v in videos}
         else:
@@ -29,13 +29,13 @@ def test_results_files_round_trip_in_vbench_shape(tmp_path):
     written = per_video(3, np.random.default_rng(0))
     path = vbench.write_results(tmp_path / "run_eval_results.json", written)
     raw = json.loads(path.read_text())
-    assert set(raw) == set(vbench.DIMENSIONS)
+    assert set(raw) == set(vbench.VBENCH_DIMENSIONS)
     first = raw["imaging_quality"][1][0]
     assert first["video_results"] == pytest.approx(100 * written["imaging_quality"][first["video_path"]])
     assert all(isinstance(row["video_results"], bool) for row in raw["dynamic_degree"][1])
     results = vbench.read_results(path)
     assert results.name == "run"
-    for dimension in vbench.DIMENSIONS:
+    for dimension in vbench.VBENCH_DIMENSIONS:
         assert results.videos[dimension] == pytest.approx(written[dimension])
         assert results.aggregates[dimension] == pytest.approx(np.mean(list(written[dimension].values())))
 
@@ -105,7 +105,7 @@ def test_the_comparison_notebook_runs_headless_and_shows_the_results(tmp_path, m
         output.get("data", {}).get("text/markdown", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
     for name, values in written.items():
-        for dimension in vbench.DIMENSIONS:
+        for dimension in vbench.VBENCH_DIMENSIONS:
             score = np.mean(list(values[dimension].values()))
             assert comparison["runs"][name][dimension]["score"] == pytest.approx(score)
             assert f"{score:.3f}" in shown

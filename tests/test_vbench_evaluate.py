@@ -57,7 +57,7 @@ def evaluate(*args: str, cache: Path) -> subprocess.CompletedProcess:
 def vbench_run(cache, videos, tmp_path_factory) -> tuple[subprocess.CompletedProcess, vbench.RunResults]:
     folder = tmp_path_factory.mktemp("vbench-run")
     full_info = folder / "full_info.json"
-    full_info.write_text(json.dumps([{"prompt_en": PROMPT, "dimension": list(vbench.DIMENSIONS)}]))
+    full_info.write_text(json.dumps([{"prompt_en": PROMPT, "dimension": list(vbench.VBENCH_DIMENSIONS)}]))
     args = ("--videos", str(videos), "--name", "random", "--out", str(folder / "results"))
     run = evaluate(*args, "--full-info", str(full_info), "--offline", "--device", "cpu", cache=cache)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -67,7 +67,7 @@ def vbench_run(cache, videos, tmp_path_factory) -> tuple[subprocess.CompletedPro
 def test_evaluate_writes_vbench_results_the_library_reads(vbench_run):
     run, results = vbench_run
     moving, still = f"{PROMPT}-0.mp4", f"{PROMPT}-1.mp4"
-    for dimension in vbench.DIMENSIONS:
+    for dimension in vbench.VBENCH_DIMENSIONS:
         assert set(results.videos[dimension]) == {moving, still}, dimension
         assert dimension in run.stdout
     for dimension in ("subject_consistency", "background_consistency"):  # identical frames: identical features
@@ -95,7 +95,7 @@ def test_quick_look_matches_vbench_video_by_video(cache, videos, vbench_run):
     vbench_motion = json.loads(motion.stdout.splitlines()[-1])
     for path in paths:
         scores = quick_look.score_file(path)
-        for dimension in vbench.DIMENSIONS:
+        for dimension in vbench.VBENCH_DIMENSIONS:
             assert scores[dimension] == pytest.approx(results.videos[dimension][path.name], abs=1e-4), dimension
         magnitudes = quick_look.motion_magnitudes(*read_frames(path))
         assert magnitudes == pytest.approx(vbench_motion[str(path)], rel=1e-4, abs=1e-4)

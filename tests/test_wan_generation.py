@@ -19,7 +19,7 @@ from descore_reward.video import VideoSampling, load_video
 
 from .conftest import load_wan
 
-SETTINGS = dict(height=128, width=128, num_frames=5, steps=2, samples=2, fps=16)
+SETTINGS = dict(height=128, width=128, num_frames=5, num_inference_steps=2, samples=2, fps=16)
 FULL_INFO = [
     {"prompt_en": "a red square", "dimension": ["subject_consistency", "dynamic_degree"]},
     {"prompt_en": "a blue circle", "dimension": ["color"]},

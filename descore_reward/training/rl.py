@@ -67,7 +67,9 @@ class RLConfig(TrainerConfig):
     clip_eps_low / clip_eps_high: the ratio's clip range; dual_clip: with negative advantages, the loss
         is capped at `dual_clip * |A|` (the authors use 3.0); None: no cap.
     mini_batch_pairs: pairs per optimizer update: the rollout batch is gone through once (per
-        `updates_per_batch`) in mini-batches of this many pairs, each its own update; None: one update.
+        `passes_per_batch`) in mini-batches of this many pairs, each its own update; None: one update.
+    passes_per_batch: passes over each rollout batch (formerly `updates_per_batch`, a name that means
+        optimizer updates per batch in Wan GRPO).
     micro_batch_pairs: pairs whose rollouts go through one forward and backward of an update (gradients
     accumulate over them; the same update as one pass, in less memory); None: all at once.
     head_learning_rate: the head and `<reward>` embedding are driven by the BT terms alone, and AdamW's
@@ -81,6 +83,8 @@ class RLConfig(TrainerConfig):
         `eval_every` steps in think mode (the policy's greedy CoT, scored by the head) and fast mode,
         with the share of greedy CoTs in the rubric's answer format; `eval_batch_size` videos at a time.
     """
+
+    RENAMED_KEYS = {"updates_per_batch": "passes_per_batch"}
 
     model: str
     train_data: str
@@ -99,7 +103,7 @@ class RLConfig(TrainerConfig):
     kl_beta: float = 0.04
     dual_clip: float | None = None
     loss_aggregation: str = "sequence_mean"
-    updates_per_batch: int = 1
+    passes_per_batch: int = 1
     mini_batch_pairs: int | None = None
     micro_batch_pairs: int | None = None
     lora: bool = True
@@ -126,8 +130,8 @@ class RLConfig(TrainerConfig):
             raise ValueError(
                 f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
             )
-        if self.pairs_per_step < 1 or self.steps < 1 or self.updates_per_batch < 1:
-            raise ValueError("pairs_per_step, steps and updates_per_batch must be at least 1")
+        if self.pairs_per_step < 1 or self.steps < 1 or self.passes_per_batch < 1:
+            raise ValueError("pairs_per_step, steps and passes_per_batch must be at least 1")
         for name in ("mini_batch_pairs", "micro_batch_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (or None), got {getattr(self, name)}")
@@ -428,7 +432,7 @@ def policy_update(
     model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None, reference=None
 ) -> dict[str, float]:
     """Optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one rollout batch:
-    `updates_per_batch` passes over it in mini-batches of `mini_batch_pairs` pairs, one step each, each
+    `passes_per_batch` passes over it in mini-batches of `mini_batch_pairs` pairs, one step each, each
     step's gradients accumulated over micro-batches of `micro_batch_pairs` pairs; with several
     processes, gradients are averaged across them before each step. `reference`: a frozen reference
     model (full fine-tune); None switches to the reference adapter. Returns the last pass's statistics
@@ -447,7 +451,7 @@ def policy_update(
         ref_logprobs = [
             [reference_logprobs(model, reference, micro) if grpo else None for micro in mini] for mini in mini_batches
         ]
-    for _ in range(config.updates_per_batch):
+    for _ in range(config.passes_per_batch):
         totals = dict.fromkeys(("loss", "grpo_loss", "bt_loss", "masked_bt_loss", "kl", "clip_fraction"), 0.0)
         head_sides = ([], [])
         for mini, olds, refs in zip(mini_batches, old_logprobs, ref_logprobs):

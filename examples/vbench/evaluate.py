@@ -33,7 +33,7 @@ import re
 import sys
 from pathlib import Path
 
-DIMENSIONS = (
+VBENCH_DIMENSIONS = (
     "subject_consistency",
     "background_consistency",
     "aesthetic_quality",
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--videos", required=True, help="folder of {prompt}-{i}.mp4 files")
     parser.add_argument("--name", required=True, help="run name: the results file is {out}/{name}_eval_results.json")
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--dimensions", nargs="+", default=list(DIMENSIONS), choices=DIMENSIONS)
+    parser.add_argument("--dimensions", nargs="+", default=list(VBENCH_DIMENSIONS), choices=VBENCH_DIMENSIONS)
     parser.add_argument("--full-info", help="VBench_full_info.json (default: the installed vbench package's)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--offline", action="store_true", help="fail early if a cached weight file is missing")

@@ -20,7 +20,7 @@ import dataclasses
 import torch
 
 from descore_reward.integrations.wan_generation import GenerationSettings, generate_videos, read_vbench_prompts
-from descore_reward.vbench import DIMENSIONS
+from descore_reward.vbench import VBENCH_DIMENSIONS
 
 
 def main() -> None:
@@ -29,15 +29,16 @@ def main() -> None:
     parser.add_argument("--pipeline", default="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", help="WanPipeline id or path")
     parser.add_argument("--lora", help="a LoRA folder written by examples/train_wan.py")
     parser.add_argument("--full-info", help="VBench_full_info.json (default: the installed vbench package's)")
-    parser.add_argument("--dimensions", nargs="+", default=list(DIMENSIONS))
+    parser.add_argument("--dimensions", nargs="+", default=list(VBENCH_DIMENSIONS))
     parser.add_argument("--best-of", type=int, default=1, help="candidates per video, ranked by --descore")
     parser.add_argument("--descore", help="DeScore checkpoint that ranks the candidates (with --best-of > 1)")
     parser.add_argument("--think", action="store_true", help="rank think-then-score (slower) instead of fast")
     defaults = GenerationSettings()
     for field in dataclasses.fields(GenerationSettings):
         if field.name not in ("best_of",):
-            flag = "--" + field.name.replace("_", "-")
-            parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+            flags = ["--" + field.name.replace("_", "-")] + (["--steps"] if field.name == "num_inference_steps" else [])
+            kind, default = type(getattr(defaults, field.name)), getattr(defaults, field.name)
+            parser.add_argument(*flags, dest=field.name, type=kind, default=default)
     args = parser.parse_args()
     if args.best_of > 1 and not args.descore:
         parser.error("--best-of above 1 needs --descore to rank the candidates")
