@@ -53,12 +53,13 @@ def rao_kupper_loss(reward_a: torch.Tensor, reward_b: torch.Tensor, label: torch
 
 
 def group_advantages(
-    rewards: torch.Tensor, group_size: int, bessel: bool = True, clip: float | None = None
+    rewards: torch.Tensor, group_size: int, bessel: bool = True, clip: float | None = None, epsilon: float = 1e-4
 ) -> torch.Tensor:
-    """`(r - group mean) / (group std + 1e-4)` for rewards `(N,)` in consecutive groups of `group_size`,
-    clipped to `+-clip` when given. `bessel`: the std with Bessel's correction (TRL's GRPO, stage 2);
-    without it, as Flow-GRPO (Wan GRPO)."""
+    """`(r - group mean) / (group std + epsilon)` for rewards `(N,)` in consecutive groups of
+    `group_size`, clipped to `+-clip` when given. `bessel`: the std with Bessel's correction (TRL's
+    GRPO, stage 2); without it, as Flow-GRPO (Wan GRPO). `epsilon`: 1e-4 as TRL and Flow-GRPO; the
+    DeScore authors' stage 2 uses 1e-6."""
     groups = torch.as_tensor(rewards, dtype=torch.float32).view(-1, group_size)
     spread = groups.std(1, correction=1 if bessel else 0, keepdim=True)
-    advantages = ((groups - groups.mean(1, keepdim=True)) / (spread + 1e-4)).view(-1)
+    advantages = ((groups - groups.mean(1, keepdim=True)) / (spread + epsilon)).view(-1)
     return advantages if clip is None else advantages.clamp(-clip, clip)

@@ -64,6 +64,7 @@ class RLConfig(TrainerConfig):
         of the stage-1 model, a second model in memory). The vision tower stays frozen either way.
     loss_aggregation: "sequence_mean" (each response's tokens averaged, then responses, as TRL's grpo)
         or "token_mean" (every token of the mini-batch alike, the authors').
+    advantage_epsilon: added to each group's reward std before dividing (1e-4 as TRL; the authors 1e-6).
     clip_eps_low / clip_eps_high: the ratio's clip range; dual_clip: with negative advantages, the loss
         is capped at `dual_clip * |A|` (the authors use 3.0); None: no cap.
     mini_batch_pairs: pairs per optimizer update: the rollout batch is gone through once (per
@@ -102,6 +103,7 @@ class RLConfig(TrainerConfig):
     clip_eps_high: float = 0.2
     kl_beta: float = 0.04
     dual_clip: float | None = None
+    advantage_epsilon: float = 1e-4
     loss_aggregation: str = "sequence_mean"
     passes_per_batch: int = 1
     mini_batch_pairs: int | None = None
@@ -384,7 +386,7 @@ def assemble_rollouts(
         texts=texts,
         rewards=rewards,
         terms=terms,
-        advantages=group_advantages(rewards, group).to(generated.device),
+        advantages=group_advantages(rewards, group, epsilon=config.advantage_epsilon).to(generated.device),
         labels=torch.tensor([p.human for p in pairs]).repeat_interleave(group).to(generated.device),
         temperature=config.temperature,
     )
