@@ -107,14 +107,22 @@ def test_masks_are_drawn_per_pair_at_the_rate_and_differ_between_processes(small
     assert [a is None for a in cots_a] != [b is None for b in cots_b], "per sequence, the sides draw apart"
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, tmp_path):
-    straight = train(config_for(tiny_backbone_dir, small_data, tmp_path / "straight", max_steps=6))
-    interrupted = config_for(tiny_backbone_dir, small_data, tmp_path / "resumed", max_steps=6)
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-dropout"])
+def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, tmp_path, lora):
+    """Stopped at a checkpoint inside an epoch (step 3 of 8 per epoch): the resumed run's losses and
+    weights are the uninterrupted run's, with LoRA dropout drawing from the global generator too."""
+    options = dict(max_steps=6, lora=lora, lora_rank=4, lora_dropout=0.3, eval_data=None)
+    straight = train(config_for(tiny_backbone_dir, small_data, tmp_path / "straight", **options))
+    interrupted = config_for(tiny_backbone_dir, small_data, tmp_path / "resumed", **options)
     first = train(interrupted, stop_after=3)
     assert first["step"] == 3 and (tmp_path / "resumed" / "checkpoint-3").is_dir()
     resumed = train(interrupted)
     assert resumed["step"] == 6 and len(resumed["losses"]) == 6
-    assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
+    assert resumed["losses"] == straight["losses"]
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / run / "checkpoint-6" / "trainable.safetensors") for run in ("straight", "resumed")]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert not list((tmp_path / "resumed").glob(".checkpoint-*")), "no staging folders left"
 
 

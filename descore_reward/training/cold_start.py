@@ -257,7 +257,8 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
             batch_size=config.micro_batch_size,
             collate_fn=collate,
             num_workers=config.num_workers,
-        )
+            generator=generator,  # its workers' seeds come from here, not from the global generator that
+        )  # LoRA dropout draws from: a loader started on resume would shift every later draw
 
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
