@@ -145,6 +145,7 @@ def run_eval(args: argparse.Namespace) -> None:
         if not separator or not name or not path:
             raise CommandError(f"--baseline {spec!r}: expected NAME=SCORES.jsonl")
         baselines[name] = path
+    args.interrupted = lambda: f"the scores so far are kept in {args.out}; run the same command again to go on"
     results = evaluate(
         args.model,
         args.benchmark,
@@ -184,9 +185,21 @@ def _training_config(cls, args: argparse.Namespace):
     from .config import load_config
 
     try:
-        return load_config(cls, args.config, args.overrides)
+        config = load_config(cls, args.config, args.overrides)
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from None
+    args.interrupted = lambda: _where_training_stopped(Path(config.output_dir))
+    return config
+
+
+def _where_training_stopped(output_dir: Path) -> str:
+    """What an interrupted training run leaves: its newest checkpoint, and how to resume from it."""
+    from .checkpoint import checkpoints
+
+    found = checkpoints(output_dir)
+    if not found:
+        return f"no checkpoint was written yet in {output_dir} (save_every sets how often); a rerun starts afresh"
+    return f"the newest checkpoint is {found[-1]}; run the same command again to resume from it"
 
 
 def run_train_rl(args: argparse.Namespace) -> None:
@@ -338,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, DeScoreInputError, FileNotFoundError, FileExistsError) as error:
         print(f"descore {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: where the work stopped and how to go on, not a traceback
+        where = getattr(args, "interrupted", None)
+        print(f"descore {args.command}: interrupted" + (f"; {where()}" if where else ""), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -209,3 +209,31 @@ def test_eval_refuses_an_output_folder_it_did_not_write_before_scoring(checkpoin
     (tmp_path / "out" / "scores-rank0.jsonl").unlink()
     line = one_error_line(descore(*args, tmp_path / "out"), "eval")
     assert "metrics.json" in line and not (tmp_path / "out" / "scores-rank0.jsonl").exists(), "refused before scoring"
+
+
+def test_ctrl_c_says_where_training_stopped_and_the_same_command_resumes(tiny_backbone_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from descore_reward.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", 8, seed=4)
+    config = tmp_path / "cold_start.yaml"
+    values = dict(model=str(tiny_backbone_dir), train_data=str(data), output_dir=str(tmp_path / "run"))
+    values.update(batch_size=2, micro_batch_size=1, lora_rank=4, max_steps=40, save_every=1, report_to=None)
+    config.write_text(yaml.safe_dump(values))
+    command = [sys.executable, "-m", "descore_reward.cli", "train", "cold-start", "--config", str(config)]
+    running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not list((tmp_path / "run").glob("checkpoint-*/trainer_state.json")) and running.poll() is None:
+        time.sleep(0.2)
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate()
+    assert running.returncode == 130, stderr
+    assert "Traceback" not in stderr and "descore train: interrupted; the newest checkpoint is" in stderr
+    assert "run the same command again to resume" in stderr
+    resumed = descore("train", "cold-start", "--config", config, "max_steps=3")
+    assert resumed.returncode == 0 and "resuming from step" in resumed.stdout, resumed.stderr
