@@ -137,11 +137,70 @@ def test_dance_grpo_pattern_reads_mp4_files(checkpoint, wan_videos, tmp_path, ca
         assert set(reward[0]) == {"VQ", "MQ", "TA", "Overall"}
         assert reward[0]["VQ"] == reward[0]["MQ"] == reward[0]["Overall"]
         assert reward[0]["VQ"] == pytest.approx(float(reference([str(path)], prompts[index : index + 1])[0][0]))
+
+
+def dance_grpo_step(inferencer, paths, captions):
+    """DanceGRPO's reward loop as their scripts write it: one video at a time, any exception a reward
+    of -1.0, then group advantages `(r - mean) / (std + 1e-8)`."""
+    rewards = []
+    for path, caption in zip(paths, captions):
+        try:
+            reward = inferencer.reward([str(path)], [caption], use_norm=True)
+            rewards.append(reward[0]["VQ"])
+        except Exception:  # their code: the failure becomes -1.0 without a word
+            rewards.append(-1.0)
+    rewards = torch.tensor(rewards)
+    return rewards, (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+
+
+def test_in_dance_grpos_loop_a_failed_video_is_logged_counted_and_never_rewarded(
+    checkpoint, wan_videos, tmp_path, caplog
+):
+    from diffusers.utils import export_to_video
+
+    videos, prompts = wan_videos
+    paths = []
+    for index, video in enumerate(videos):
+        paths.append(tmp_path / f"sample_{index}.mp4")
+        export_to_video(list(video.permute(0, 2, 3, 1).numpy()), str(paths[-1]), fps=8)
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
-    with caplog.at_level(logging.WARNING):
-        assert inferencer.reward([str(broken)], [prompts[0]])[0]["Overall"] == -1.0
-    assert "broken.mp4" in caplog.text, "a failure shows in the log instead of vanishing"
+    for position in (0, 2):  # the failure first in its group (nothing scored yet) and later in it
+        group = paths[:position] + [broken] + paths[position:]
+        inferencer = dance_grpo.VideoAlignStyleInferencer(checkpoint, device="cpu")
+        with caplog.at_level(logging.WARNING):
+            rewards, advantages = dance_grpo_step(inferencer, group, [prompts[0]] * len(group))
+        others = torch.cat([rewards[:position], rewards[position + 1 :]])
+        assert rewards[position] < others.min(), "below every reward of its group, whatever the scale"
+        assert advantages[position] < 0 and advantages[position] == advantages.min()
+        assert inferencer.failures == 1 and "broken.mp4" in caplog.text and "VideoInputError" in caplog.text
+    strict = dance_grpo.VideoAlignStyleInferencer(checkpoint, device="cpu", raise_errors=True)
+    with pytest.raises(dance_grpo.RewardFailure, match="broken.mp4"):  # their except Exception cannot stop it
+        dance_grpo_step(strict, [paths[0], broken], [prompts[0]] * 2)
+    assert strict.failures == 1
+    fixed = dance_grpo.VideoAlignStyleInferencer(checkpoint, device="cpu", fill_value=-7.0)
+    assert fixed.reward([str(broken)], [prompts[0]])[0]["Overall"] == -7.0
+
+
+def test_a_model_side_failure_is_logged_and_counted(checkpoint, wan_videos, tmp_path, caplog):
+    from diffusers.utils import export_to_video
+
+    path = tmp_path / "sample.mp4"
+    export_to_video(list(wan_videos[0][0].permute(0, 2, 3, 1).numpy()), str(path), fps=8)
+    inferencer = dance_grpo.VideoAlignStyleInferencer(checkpoint, device="cpu", fill_value=-5.0)
+    model = inferencer.reward_fn.model
+    original = model.score
+
+    def out_of_memory(*args, **kwargs):  # what a GPU out of memory looks like from here
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.score = out_of_memory
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert inferencer.reward([str(path)], ["a red square"])[0]["MQ"] == -5.0
+    finally:
+        model.score = original
+    assert inferencer.failures == 1 and "OutOfMemoryError" in caplog.text and "sample.mp4" in caplog.text
 
 
 def test_videoalign_fps_is_a_sampling_rate(checkpoint, tmp_path):
@@ -161,9 +220,12 @@ def test_videoalign_fps_is_a_sampling_rate(checkpoint, tmp_path):
     try:
         inferencer.reward([path], ["a red square"], fps=2)
         inferencer.reward([path], ["a red square"], num_frames=8)
+        inferencer.reward([path], ["a red square"], num_frames=7)
     finally:
         model.score = original
-    assert seen == [[4], [8]], "2 fps over a 2-second clip is 4 frames, not all 33"
+    assert seen == [[4], [8], [8]], "2 fps over a 2-second clip is 4 frames, not all 33; 7 rounds to 8"
+    with pytest.raises(ValueError, match="fps and num_frames"):
+        inferencer.reward([path], ["a red square"], fps=2, num_frames=8)
 
 
 def test_input_fps_fill_and_deprecations(tiny_model, synthetic_videos):
