@@ -36,6 +36,7 @@ def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     staging.chmod(0o777 & ~_umask())
     try:
         yield staging
+        _follow_umask(staging)
         if path.exists():
             retired = Path(tempfile.mkdtemp(prefix=_staging_prefix(path, "old"), dir=path.parent))
             os.replace(path, retired / path.name)
@@ -46,6 +47,17 @@ def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give everything written under `folder` the permissions the umask gives a new file or folder: some
+    writers (safetensors) create their files 0600, which other users could not read."""
+    mask = _umask()
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 def _staging_prefix(path: Path, kind: str) -> str:
@@ -114,6 +126,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     staging = path.with_name(f"{_staging_prefix(path, 'tmp')}staging{path.suffix}")
     try:
         yield staging
+        os.chmod(staging, 0o666 & ~_umask())
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)

@@ -141,7 +141,9 @@ class Comparison:
 class DeScoreModel(nn.Module):
     """Think-then-score video reward model on a Hugging Face VLM backbone."""
 
-    def __init__(self, backbone: nn.Module, processor, config: DeScoreConfig):
+    def __init__(self, backbone: nn.Module, processor, config: DeScoreConfig, seed: int | None = None):
+        """`seed` fixes the new head's initialisation; the global random generators are never advanced
+        (building a model inside a seeded training loop changes none of its later draws)."""
         super().__init__()
         self.backbone = backbone
         self.processor = processor
@@ -156,7 +158,11 @@ class DeScoreModel(nn.Module):
             embeddings = backbone.get_input_embeddings()
         hidden_size = backbone.config.get_text_config().hidden_size
         self.reward_embedding = nn.Parameter(embeddings.weight.detach().float().mean(0).clone())
-        self.head = RewardHead(hidden_size, config.head_hidden_size, config.head_bias).to(self.reward_embedding.device)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.head = RewardHead(hidden_size, config.head_hidden_size, config.head_bias)
+        self.head.to(self.reward_embedding.device)
         self.rubric = get_rubric(config.rubric, config.instruction_template)
         # Whether the vision tower's weights differ from the backbone's: then a checkpoint without the
         # backbone carries them (`VISION_WEIGHTS_NAME`).
@@ -187,9 +193,7 @@ class DeScoreModel(nn.Module):
         backbone = str(Path(backbone).resolve()) if Path(backbone).is_dir() else str(backbone)
         config = dataclasses.replace(config or DeScoreConfig(), backbone=backbone)
         model, processor = _load_backbone(backbone, dtype, trust_remote_code)
-        if seed is not None:
-            torch.manual_seed(seed)
-        return cls(model, processor, config).to(device or model.device)
+        return cls(model, processor, config, seed=seed).to(device or model.device)
 
     @classmethod
     def from_pretrained(

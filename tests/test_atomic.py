@@ -21,6 +21,25 @@ def test_outputs_follow_the_umask(tmp_path):
     assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == 0o755
 
 
+def test_every_file_of_a_saved_checkpoint_follows_the_umask(make_model, tmp_path):
+    """safetensors writes its files 0600: another user could not load a shared checkpoint."""
+    model = make_model()
+    model.add_lora(rank=2)
+    model.set_vision_trainable(True)
+    previous = os.umask(0o022)
+    try:
+        model.save_pretrained(tmp_path / "model")
+        with atomic_file(tmp_path / "video.mp4") as staging:
+            staging.write_bytes(b"frames")
+    finally:
+        os.umask(previous)
+    written = [p for p in (tmp_path / "model").rglob("*")]
+    assert any(p.suffix == ".safetensors" for p in written) and (tmp_path / "model" / "adapter").is_dir()
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in written}
+    assert modes == {name: 0o755 if (tmp_path / name).is_dir() else 0o644 for name in modes}
+    assert (tmp_path / "video.mp4").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_killed_writers_staging_is_removed_by_the_next_write(tmp_path):
     code = (
         "import os, sys\n"

@@ -106,3 +106,22 @@ def test_batch_shape_is_checked(reward_fn):
         reward_fn(torch.rand(4, 3, 16, 16), ["p"] * 4)
     with pytest.raises(ValueError, match="one prompt per video"):
         reward_fn(torch.rand(2, 4, 3, 16, 16), ["p"] * 3)
+
+
+def test_building_a_reward_or_a_model_draws_nothing_from_the_global_generators(tiny_backbone_dir, tmp_path):
+    from descore_reward.integrations import DeScoreReward
+    from descore_reward.modeling import DeScoreConfig, DeScoreModel
+
+    from .conftest import TINY_SAMPLING
+
+    DeScoreModel.from_backbone(tiny_backbone_dir, DeScoreConfig(sampling=TINY_SAMPLING), seed=1).save_pretrained(
+        tmp_path / "model", include_backbone=True
+    )
+    torch.manual_seed(1234)  # a training loop seeds, then builds its reward
+    state = torch.get_rng_state()
+    reward = DeScoreReward(str(tmp_path / "model"), device="cpu")
+    fresh = DeScoreModel.from_backbone(tiny_backbone_dir, DeScoreConfig(sampling=TINY_SAMPLING), seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    again = DeScoreModel.from_backbone(tiny_backbone_dir, DeScoreConfig(sampling=TINY_SAMPLING), seed=7)
+    assert torch.equal(fresh.head.layers.weight, again.head.layers.weight), "a seed still fixes a new head"
+    assert reward.model.head.layers.weight.abs().sum() > 0
