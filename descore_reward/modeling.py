@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import nn
 from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature, LogitsProcessorList
 
 from .atomic import atomic_directory
-from .errors import CheckpointError
+from .errors import CheckpointError, DeScoreInputError
 from .generation import PrivateSampler
 from .losses import rao_kupper_probabilities
 from .rubrics import get_rubric
@@ -190,9 +191,9 @@ class DeScoreModel(nn.Module):
         seed: int | None = None,
     ) -> DeScoreModel:
         """A new DeScore (fresh head and `<reward>` embedding) on a pretrained VLM id or path."""
-        backbone = str(Path(backbone).resolve()) if Path(backbone).is_dir() else str(backbone)
-        config = dataclasses.replace(config or DeScoreConfig(), backbone=backbone)
-        model, processor = _load_backbone(backbone, dtype, trust_remote_code)
+        check_device(device)
+        config = dataclasses.replace(config or DeScoreConfig(), backbone=recorded_backbone(backbone))
+        model, processor = _load_backbone(str(backbone), dtype, trust_remote_code)
         return cls(model, processor, config, seed=seed).to(device or model.device)
 
     @classmethod
@@ -203,15 +204,21 @@ class DeScoreModel(nn.Module):
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
         is_trainable: bool = False,
+        backbone: str | os.PathLike | None = None,
     ) -> DeScoreModel:
-        """Load a checkpoint written by `save_pretrained`."""
+        """Load a checkpoint written by `save_pretrained`. `backbone`: where the backbone it names is
+        on this machine (a local copy of the hub model it was trained on, say), instead of the path or
+        id recorded in it."""
+        check_device(device)
         path = Path(path)
         config = read_config(path)
+        if backbone is not None:
+            config = dataclasses.replace(config, backbone=str(backbone))
         weights = path / SCORING_WEIGHTS_NAME
         scoring_state = _read_scoring_state(weights)  # a damaged checkpoint fails before the backbone loads
         if (path / config.backbone).is_dir():  # a local backbone is recorded by absolute path from here on
             config = dataclasses.replace(config, backbone=str((path / config.backbone).resolve()))
-        backbone, processor = _load_backbone(config.backbone, dtype, trust_remote_code)
+        backbone, processor = _load_backbone(config.backbone, dtype, trust_remote_code, checkpoint=path)
         model = cls(backbone, processor, config)
         if (path / VISION_WEIGHTS_NAME).is_file():
             model.load_vision_tower(path / VISION_WEIGHTS_NAME)
@@ -524,6 +531,7 @@ class DeScoreModel(nn.Module):
         without, score `[video ; prompt ; <reward>]` in one prefill. Every video is checked before the
         backbone runs; files are decoded batch by batch, so memory holds one batch of frames.
         `max_new_tokens` and `repetition_penalty` default to the rubric's (4,096 and 1.05 for `descore`)."""
+        videos = [videos] if isinstance(videos, (str, os.PathLike)) else videos  # one path is one video
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
             raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
@@ -672,7 +680,48 @@ def _shapes(shapes: dict) -> str:
     return ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
 
 
-def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: bool):
-    model = AutoModelForImageTextToText.from_pretrained(backbone, dtype=dtype, trust_remote_code=trust_remote_code)
-    processor = AutoProcessor.from_pretrained(backbone, trust_remote_code=trust_remote_code)
+def check_device(device: str | torch.device | None) -> None:
+    """A `DeScoreInputError` for a CUDA device that this machine does not have, before any loading."""
+    if device is None:
+        return
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeScoreInputError(
+            f"device {device!r}: not a device name; expected e.g. 'cpu', 'cuda', 'cuda:1'"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeScoreInputError(f"device {str(device)!r}: torch sees no CUDA GPU on this machine; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeScoreInputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
+_HUB_CACHE_SNAPSHOT = re.compile(r"models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\][^/\\]+[/\\]?$")
+
+
+def recorded_backbone(backbone: str | os.PathLike) -> str:
+    """What a checkpoint records as its backbone: a hub id as given, the hub id of a folder in the Hugging
+    Face cache (`.../models--Org--Name/snapshots/<rev>`), else the folder's absolute path."""
+    text = str(backbone)
+    if not Path(text).is_dir():
+        return text
+    cached = _HUB_CACHE_SNAPSHOT.search(str(Path(text).resolve()))
+    return f"{cached.group(1)}/{cached.group(2)}" if cached else str(Path(text).resolve())
+
+
+def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: bool, checkpoint: Path | None = None):
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(backbone, dtype=dtype, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(backbone, trust_remote_code=trust_remote_code)
+    except OSError as error:  # not a folder here, not on the hub (or offline), no weights in it
+        named = f"{checkpoint}: its backbone {backbone!r}" if checkpoint else f"backbone {backbone!r}"
+        fix = (
+            f"; put it there, or pass from_pretrained(..., backbone=WHERE_IT_IS), or set 'backbone' in {CONFIG_NAME}"
+            if checkpoint
+            else ""
+        )
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{named} cannot be loaded: not a local folder, and the hub said: {reason}{fix}"
+        ) from None
     return model.eval(), processor

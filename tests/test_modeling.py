@@ -214,3 +214,32 @@ def test_a_one_frame_video_is_scored_on_every_path(tiny_model, tmp_path):
         assert all(torch.isfinite(torch.tensor(r.reward)) for r in results)
     with torch.no_grad():
         assert torch.isfinite(tiny_model([still], PROMPTS[:1], cots=["a red square"])).all()  # the training path
+
+
+def test_one_path_is_one_video_and_absent_devices_or_backbones_are_named(tiny_model, synthetic_videos, tmp_path):
+    import json
+
+    from descore_reward.errors import CheckpointError, DeScoreInputError
+    from descore_reward.modeling import recorded_backbone
+
+    one = tiny_model.score(str(synthetic_videos[0]), "a red square", think=False)
+    assert len(one) == 1, "a path is one video, not its characters"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeScoreInputError, match="no CUDA GPU"):
+            DeScoreModel.from_pretrained(tmp_path / "anything", device="cuda")
+    with pytest.raises(DeScoreInputError, match="not a device name"):
+        DeScoreModel.from_pretrained(tmp_path / "anything", device="gpu0")
+    tiny_model.save_pretrained(tmp_path / "moved")
+    config_path = tmp_path / "moved" / "descore_config.json"
+    config = json.loads(config_path.read_text())
+    real_backbone = config["backbone"]
+    config_path.write_text(json.dumps({**config, "backbone": str(tmp_path / "elsewhere" / "backbone")}))
+    with pytest.raises(CheckpointError, match=r"moved: its backbone .*elsewhere.* backbone=WHERE_IT_IS"):
+        DeScoreModel.from_pretrained(tmp_path / "moved")
+    found = DeScoreModel.from_pretrained(tmp_path / "moved", backbone=real_backbone)
+    again = found.score(str(synthetic_videos[0]), "a red square", think=False)
+    assert again[0].reward == pytest.approx(one[0].reward, abs=1e-5)
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen3-VL-8B-Instruct" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    assert recorded_backbone(snapshot) == "Qwen/Qwen3-VL-8B-Instruct", "a hub-cache folder is recorded as its id"
+    assert recorded_backbone("Qwen/Qwen3-VL-8B-Instruct") == "Qwen/Qwen3-VL-8B-Instruct"
