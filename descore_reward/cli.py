@@ -24,6 +24,21 @@ class CommandError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _add_score_command(commands) -> None:
     parser = commands.add_parser("score", help="score videos think-then-score (or fast, --no-think)")
     parser.add_argument("videos", nargs="*", help="video files, all generated from --prompt")
@@ -34,10 +49,12 @@ def _add_score_command(commands) -> None:
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory (save_pretrained)")
     parser.add_argument("--no-think", action="store_true", help="score without generating a CoT (one prefill)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the rubric's (4096 for descore)")
+    parser.add_argument(
+        "--max-new-tokens", type=at_least(1), default=None, help="default: the rubric's (4096 for descore)"
+    )
     parser.add_argument("--sample", action="store_true", help="sample the CoT instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=at_least(1), default=8)
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_score)
@@ -126,12 +143,14 @@ def _add_eval_command(commands) -> None:
         help='another model\'s scores, rows {"video", "prompt", "reward"}; repeatable',
     )
     parser.add_argument("--name", default=None, help="this model's row name in the table (default: folder name)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    parser.add_argument("--limit", type=at_least(1), default=None, help="only the first N pairs")
     parser.add_argument("--video-root", default=None, help="GenAI-Bench: folder the video paths are relative to")
     parser.add_argument("--label-column", default=None, help="VideoGen CSV: label column (default Overall)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the rubric's (4096 for descore)")
-    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals")
+    parser.add_argument("--batch-size", type=at_least(1), default=8)
+    parser.add_argument(
+        "--max-new-tokens", type=at_least(1), default=None, help="default: the rubric's (4096 for descore)"
+    )
+    parser.add_argument("--bootstrap", type=at_least(0), default=0, help="bootstrap resamples for 95%% intervals")
     parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_eval)
 
@@ -241,11 +260,11 @@ def _add_annotate_command(commands) -> None:
         "--rubric", choices=("descore", "likert5"), default="descore", help="the answer format asked for"
     )
     parser.add_argument("--tie-margin", type=float, default=0.0, help="qualities this close imply a tie")
-    parser.add_argument("--frames", type=int, default=8, help="frames sent per video to an endpoint")
+    parser.add_argument("--frames", type=at_least(1), default=8, help="frames sent per video to an endpoint")
     parser.add_argument("--requests-per-minute", type=float, default=None)
-    parser.add_argument("--max-retries", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--max-retries", type=at_least(0), default=5)
+    parser.add_argument("--batch-size", type=at_least(1), default=4)
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=1024)
     parser.set_defaults(run=run_annotate)
 
 

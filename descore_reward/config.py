@@ -8,6 +8,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 import warnings
 from pathlib import Path
@@ -47,12 +48,63 @@ class TrainerConfig:
     report_to: str | None = "tensorboard"
 
     def __post_init__(self):
+        check_values(self)
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         if self.save_every < 1 or self.keep_checkpoints < 1:
             raise ValueError(
                 f"save_every and keep_checkpoints must be at least 1, got {self.save_every} and {self.keep_checkpoints}"
             )
+
+
+# Values that can be zero (every other count and interval must be at least 1); rates and norms that
+# must be positive; weights that must not be negative.
+MAY_BE_ZERO = ("seed", "num_workers")
+POSITIVE = ("learning_rate", "head_learning_rate", "max_grad_norm")
+NOT_NEGATIVE_SUFFIXES = ("_coefficient", "_beta", "weight_decay", "_weight", "_clip", "clip_range", "min_gap")
+
+
+def check_values(config) -> None:
+    """`ValueError` naming the first field whose value has the wrong type (a bool where a number or a
+    string goes, a string where a number goes), is not finite, or is out of its range: a count or
+    interval below 1, a learning rate or norm not above 0, a weight below 0."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value, hint = getattr(config, field.name), hints[field.name]
+        allowed = typing.get_args(hint) or (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        problem = _type_problem(value, allowed)
+        if problem is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            problem = _range_problem(field.name, value)
+        if problem:
+            raise ValueError(f"config key {field.name!r}: {problem}, got {value!r}")
+
+
+def _type_problem(value, allowed: tuple) -> str | None:
+    if int in allowed and float not in allowed and (isinstance(value, bool) or not isinstance(value, int)):
+        return "expected an integer"
+    if float in allowed and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return "expected a number"
+    if str in allowed and bool not in allowed and not isinstance(value, str):
+        return "expected a string (quote it in YAML: no, yes, on and off read as booleans)"
+    if bool in allowed and not isinstance(value, bool):
+        return "expected true or false"
+    return None
+
+
+def _range_problem(name: str, value: float) -> str | None:
+    if not math.isfinite(value):
+        return "expected a finite number"
+    if isinstance(value, int) and name not in MAY_BE_ZERO and not isinstance(value, bool) and value < 1:
+        return "expected at least 1"
+    if isinstance(value, int) and value < 0:
+        return "expected at least 0"
+    if name in POSITIVE and value <= 0:
+        return "expected a number above 0"
+    if name.endswith(NOT_NEGATIVE_SUFFIXES) and value < 0:
+        return "expected a number of at least 0"
+    return None
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -79,7 +131,7 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: li
         key = next(iter(_renamed(cls, {key: None}, f"override {override!r}")))
         if not separator or key not in fields:
             raise ValueError(f"override {override!r}: expected key=value with key one of {sorted(fields)}")
-        values[key] = yaml.safe_load(value)  # 3 -> int, 1e-4 -> float, [a, b] -> list
+        values[key] = _parse_override(value, hints[key])
     for key, value in values.items():  # YAML 1.1 reads 2e-5 as a string and 3 as an int
         if hints[key] in (float, float | None) and value is not None and not isinstance(value, bool):
             try:
@@ -98,3 +150,12 @@ def _renamed(cls, values: dict, source: str) -> dict:
             warnings.warn(f"{source}: config key {key!r} is now {new!r}; reading it as {new!r}", FutureWarning, 2)
         renamed[new or key] = value
     return renamed
+
+
+def _parse_override(text: str, hint) -> object:
+    """A `key=value` override's value: YAML (3 -> int, 1e-4 -> float, [a, b] -> list, null -> None),
+    except that a string field keeps its text (`mixed_precision=no` is "no", not false)."""
+    allowed = typing.get_args(hint) or (hint,)
+    if str in allowed and text not in ("null", "None", "~"):
+        return text
+    return yaml.safe_load(text)

@@ -427,17 +427,21 @@ def read_pairs(path: str | Path, label_column: str | None = None, template: str 
     instruction, to find the prompt in `problem`), or a VideoAlign / VideoGen-RewardBench CSV."""
     path = Path(path)
     if path.suffix != ".csv":
-        return read_jsonl(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    with path.open(newline="", encoding="utf-8") as file:
-        header = next(csv.reader(file), [])
-    if {"videos", "problem"} <= set(header):
-        pairs, skipped = read_official_csv(path, template)
-        if skipped:
-            print(f"{path}: skipped {skipped} row(s) labelled invalid")
-        return pairs
-    return read_videoalign_csv(path, label_column)
+        pairs = read_jsonl(path)
+    else:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such data file")
+        with path.open(newline="", encoding="utf-8") as file:
+            header = next(csv.reader(file), [])
+        if {"videos", "problem"} <= set(header):
+            pairs, skipped = read_official_csv(path, template)
+            if skipped:
+                print(f"{path}: skipped {skipped} row(s) labelled invalid")
+        else:
+            pairs = read_videoalign_csv(path, label_column)
+    if not pairs:
+        raise DataError([f"{path}: holds no pairs; expected one preference pair per line (or CSV row)"])
+    return pairs
 
 
 class PairDataset(torch.utils.data.Dataset):

@@ -237,3 +237,20 @@ def test_ctrl_c_says_where_training_stopped_and_the_same_command_resumes(tiny_ba
     assert "run the same command again to resume" in stderr
     resumed = descore("train", "cold-start", "--config", config, "max_steps=3")
     assert resumed.returncode == 0 and "resuming from step" in resumed.stdout, resumed.stderr
+
+
+def test_nonsense_values_stop_at_once_with_one_line(tiny_backbone_dir, checkpoint, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {tiny_backbone_dir}\ntrain_data: {empty}\noutput_dir: {tmp_path / 'run'}\n")
+    train = descore("train", "cold-start", "--config", config)
+    assert "empty.jsonl: holds no pairs" in one_error_line(train, "train")
+    negative = descore("train", "cold-start", "--config", config, "learning_rate=-1")
+    assert "'learning_rate': expected a number above 0" in one_error_line(negative, "train")
+    out = tmp_path / "eval"
+    resamples = descore(
+        "eval", "--benchmark", "in-domain", "--data", empty, "--model", checkpoint, "--out", out, "--bootstrap", "-5"
+    )
+    assert resamples.returncode == 2 and "--bootstrap: expected at least 0" in resamples.stderr
+    assert not out.exists(), "refused before anything is written"

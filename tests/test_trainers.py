@@ -82,3 +82,46 @@ def test_a_renamed_config_key_still_loads_with_a_warning(tmp_path):
     with pytest.warns(FutureWarning):
         assert load_config(rl.RLConfig, path, ["updates_per_batch=2"]).passes_per_batch == 2
     assert "updates_per_batch" in longcat_grpo.LongcatGRPOConfig.__dataclass_fields__, "Wan GRPO's own meaning"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learning_rate=-1", "'learning_rate': expected a number above 0"),
+        ("max_grad_norm=-1", "'max_grad_norm': expected a number above 0"),
+        ("kl_beta=.nan", "'kl_beta': expected a finite number"),
+        ("bt_coefficient=-0.1", "'bt_coefficient': expected a number of at least 0"),
+        ("log_every=0", "'log_every': expected at least 1"),
+        ("eval_every=-2", "'eval_every': expected at least 1"),
+        ("steps=0", "'steps': expected at least 1"),
+        ("lora=maybe", "'lora': expected true or false"),
+        ("group_size=2.5", "'group_size': expected an integer"),
+        ("learning_rate=fast", "'learning_rate': expected a number"),
+    ],
+)
+def test_config_values_that_cannot_train_are_named_before_any_work(tmp_path, override, message):
+    from descore_reward.config import load_config
+
+    path = tmp_path / "rl.yaml"
+    path.write_text("model: m\ntrain_data: t\noutput_dir: o\n")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        load_config(rl.RLConfig, path, [override])
+
+
+def test_yaml_booleans_and_nested_sections_are_read_as_meant(tmp_path):
+    from descore_reward.config import load_config
+
+    path = tmp_path / "cold_start.yaml"
+    path.write_text("model: m\ntrain_data: t\noutput_dir: o\nreport_to: null\n")
+    assert load_config(cold_start.ColdStartConfig, path, ["mixed_precision=no"]).mixed_precision == "no"
+    assert load_config(cold_start.ColdStartConfig, path, ["report_to=null"]).report_to is None
+    path.write_text("model: m\ntrain_data: t\noutput_dir: o\nmixed_precision: no\n")
+    with pytest.raises(ValueError, match="'mixed_precision': expected a string .*quote it"):
+        load_config(cold_start.ColdStartConfig, path)
+    for sampling, message in (("{fsp: 2}", r"unknown key\(s\) \['fsp'\]"), ("{fps: -1}", "fps and input_fps")):
+        path.write_text(f"model: m\ntrain_data: t\noutput_dir: o\nsampling: {sampling}\n")
+        with pytest.raises(ValueError, match=message):
+            load_config(cold_start.ColdStartConfig, path)
+    for epochs in (0, -1):
+        with pytest.raises(ValueError, match="'epochs': expected at least 1"):
+            cold_start.ColdStartConfig(model="m", train_data="t", output_dir="o", epochs=epochs)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..checkpoint import resume, save_checkpoint
 from ..config import TrainerConfig
-from ..data import PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
+from ..data import DataError, PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
 from ..distributed import data_parallel_accelerator, finish_trackers, optimizer_step
 from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
@@ -115,6 +115,14 @@ class ColdStartConfig(TrainerConfig):
             raise ValueError(f"lr_scheduler must be 'cosine' or 'constant_with_warmup', got {self.lr_scheduler!r}")
         if self.instruction_file is not None and not Path(self.instruction_file).is_file():
             raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
+        known = {f.name for f in dataclasses.fields(VideoSampling)}
+        unknown = sorted(set(self.sampling) - known)
+        if unknown:
+            raise ValueError(f"config key 'sampling': unknown key(s) {unknown}; expected some of {sorted(known)}")
+        try:
+            VideoSampling(**self.sampling)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"config key 'sampling': {error}") from None
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
@@ -232,7 +240,9 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     train_pairs = read_pairs(config.train_data, config.label_column, template)  # every problem reported up front
     eval_pairs = read_pairs(config.eval_data, config.label_column, template) if config.eval_data else []
     if config.loss == "bt" and not any(p.human for p in train_pairs):
-        raise ValueError(f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs")
+        raise DataError(
+            [f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs (or loss: rao_kupper)"]
+        )
     accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
     accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
     set_seed(config.seed)
@@ -269,6 +279,8 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     if resumed is not None:
         state = resumed
         accelerator.print(f"resuming from step {state['step']}")
+    if state["step"] >= total_steps:
+        accelerator.print(f"nothing to do: {output_dir} holds a finished run of {state['step']} steps")
     if accelerator.is_main_process and config.report_to:
         accelerator.init_trackers("descore-cold-start", {k: str(v) for k, v in dataclasses.asdict(config).items()})
 

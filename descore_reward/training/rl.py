@@ -601,6 +601,10 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
     state = resume(output_dir, model, optimizer) or {"step": 0, "history": [], "evaluations": []}
+    if state["step"] >= config.steps:
+        accelerator.print(f"nothing to do: {output_dir} holds a finished run of {state['step']} steps")
+    elif state["step"]:
+        accelerator.print(f"resuming from step {state['step']}")
     if accelerator.is_main_process and config.report_to:
         accelerator.init_trackers("descore-rl", {k: str(v) for k, v in dataclasses.asdict(config).items()})
 
