@@ -89,7 +89,7 @@ def read_results(out: Path) -> dict:
 
 
 def check_run(out: Path, run: dict) -> None:
-    """Refuse to mix scores of another model or mode into `out`."""
+    """Refuse to mix scores of another model or mode into `out` (`run.json` says whose they are)."""
     path = out / RUN_FILE
     if path.exists():
         try:
@@ -100,8 +100,6 @@ def check_run(out: Path, run: dict) -> None:
             raise OutputFolderError(
                 f"{out}: holds scores of another run {previous}; this run is {run}. Use another --out"
             )
-    else:
-        atomic_write_text(path, json.dumps(run, indent=2))
 
 
 def score_pairs(
@@ -172,7 +170,20 @@ def render_table(results: dict[str, dict[str, dict]]) -> str:
             value = benchmarks.get(benchmark, {}).get(metric)
             cells.append("-" if value is None else f"{value:.3f}")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    counts = pair_counts(results)
+    if counts:
+        lines += ["", "Pairs: " + "; ".join(f"{name} {text}" for name, text in counts.items()) + ". - : not run."]
     return "\n".join(lines) + "\n"
+
+
+def pair_counts(results: dict[str, dict[str, dict]]) -> dict[str, str]:
+    """Each benchmark run's pair count, with its human ties: the scale a reader needs to judge a score."""
+    counts = {}
+    for benchmarks in results.values():
+        for benchmark, metrics in benchmarks.items():
+            if "pairs" in metrics:
+                counts[benchmark] = f"{metrics['pairs']} ({metrics.get('human_ties', 0)} tied)"
+    return counts
 
 
 def plot_table(results: dict[str, dict[str, dict]], path: Path) -> None:
@@ -183,18 +194,21 @@ def plot_table(results: dict[str, dict[str, dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(results)
+    columns = [c for c in TABLE_COLUMNS if any(results[m].get(c[0], {}).get(c[1]) is not None for m in models)]
     width = 0.8 / max(len(models), 1)
-    figure, axes = plt.subplots(figsize=(2.2 * len(TABLE_COLUMNS) + 1, 4))
+    figure, axes = plt.subplots(figsize=(2.2 * max(len(columns), 1) + 1, 4))
     for index, model in enumerate(models):
-        values = [results[model].get(b, {}).get(m) for b, m, _ in TABLE_COLUMNS]
-        xs = [c + (index - (len(models) - 1) / 2) * width for c in range(len(TABLE_COLUMNS))]
-        bars = axes.bar(xs, [v or 0.0 for v in values], width, label=model)
-        for bar, value in zip(bars, values, strict=True):
-            if value is not None:
-                axes.annotate(
-                    f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=7
-                )
-    axes.set_xticks(range(len(TABLE_COLUMNS)), [title for _, _, title in TABLE_COLUMNS], fontsize=8)
+        values = [results[model].get(b, {}).get(m) for b, m, _ in columns]
+        xs = [c + (index - (len(models) - 1) / 2) * width for c in range(len(columns))]
+        drawn = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]  # a run not made is no bar
+        bars = axes.bar([x for x, _ in drawn], [v for _, v in drawn], width, label=model)
+        for bar, (_, value) in zip(bars, drawn, strict=True):
+            axes.annotate(
+                f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=7
+            )
+    counts = pair_counts(results)
+    labels = [f"{title}\n{counts.get(benchmark, '')} pairs" for benchmark, _, title in columns]
+    axes.set_xticks(range(len(columns)), labels, fontsize=8)
     axes.set_ylim(0, 1)
     axes.set_ylabel("preference accuracy")
     axes.legend(fontsize=8)
@@ -253,10 +267,11 @@ def evaluate(
     """Score `benchmark` with the DeScore checkpoint `model_dir` into `out`; returns all results so far."""
     from accelerate import Accelerator
 
-    from .modeling import DeScoreModel
+    from .modeling import DeScoreModel, read_config
 
     out = Path(out)
     pairs = load_benchmark(benchmark, data, limit, video_root, label_column)
+    read_config(model_dir)  # a mistyped --model fails before anything is written
     baseline_metrics = {}
     for baseline, path in (baselines or {}).items():  # checked before the model loads
         if not Path(path).is_file():
@@ -264,10 +279,13 @@ def evaluate(
         scores = read_scores([Path(path)], relative_to=Path(data).parent)
         baseline_metrics[baseline] = benchmark_metrics(pairs, pair_margins(pairs, scores, baseline), bootstrap)
     check_output_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run(out, {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens})
+    run = {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens}
+    check_run(out, run)
     accelerator = Accelerator()
     model = DeScoreModel.from_pretrained(model_dir, dtype=dtype, device=accelerator.device)
+    out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process and not (out / RUN_FILE).exists():  # recorded once the model loaded
+        atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2))
     scores = score_pairs(model, pairs, out, think, batch_size, accelerator, max_new_tokens=max_new_tokens)
     if not accelerator.is_main_process:
         return {}
@@ -275,4 +293,12 @@ def evaluate(
     rows = [scores[score_key(v, p.prompt)] for p in pairs for v in (p.video_a, p.video_b)]
     unique = {score_key(r["video"], r["prompt"]): r for r in rows}
     atomic_write_text(out / f"scores-{benchmark}.jsonl", "".join(json.dumps(r) + "\n" for r in unique.values()))
-    return write_report(out, name or Path(model_dir).resolve().name, benchmark, metrics, baseline_metrics)
+    return write_report(out, name or model_name(model_dir), benchmark, metrics, baseline_metrics)
+
+
+def model_name(model_dir: str | Path) -> str:
+    """A model's name in the table: its folder's, or for a trainer's `final/` or `checkpoint-N/` the run's."""
+    path = Path(model_dir).resolve()
+    if path.name == "final" or path.name.startswith("checkpoint-"):
+        return f"{path.parent.name}/{path.name}" if path.name != "final" else path.parent.name
+    return path.name

@@ -122,3 +122,19 @@ def test_processes_split_the_videos_and_gather_them(checkpoint, in_domain, tmp_p
     shards = [(tmp_path / f"scores-rank{rank}.jsonl").read_text().splitlines() for rank in (0, 1)]
     assert shards[0] and shards[1] and len(shards[0]) + len(shards[1]) == len(unique)
     assert {(r["video"], r["prompt"]) for r in gathered.values()} == unique
+
+
+def test_a_mistyped_model_leaves_no_trace_and_the_table_names_runs_and_counts(checkpoint, in_domain, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="not a DeScore checkpoint"):
+        evaluate(tmp_path / "no-such-model", "in-domain", in_domain, out, think=False)
+    assert not out.exists(), "nothing written, so the corrected command is not refused"
+    final = tmp_path / "cold_start_run" / "final"
+    shutil.copytree(checkpoint, final)
+    evaluate(final, "in-domain", in_domain, out, think=False)
+    table = (out / "table.md").read_text()
+    assert "| cold_start_run |" in table, "a trainer's final/ is named after its run"
+    assert "Pairs: in-domain 10 (" in table and "- : not run" in table
+    assert (out / "table.png").read_bytes()[:4] == b"\x89PNG"
