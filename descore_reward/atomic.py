@@ -176,3 +176,52 @@ def read_jsonl_log(path: str | os.PathLike) -> list[dict]:
         elif number < len(lines):  # a complete line (a newline follows it) that is not a row
             raise OutputFolderError(f"{path}:{number}: not a JSON row; this log was not written by descore-reward")
     return rows
+
+
+LOCK_NAME = ".descore-lock"
+
+
+def claim_folder(path: str | os.PathLike) -> Path:
+    """Make `path` (created if missing) the output folder of this process until `release_folder`: a
+    second run on it stops with `OutputFolderError` while the first holds it, and a lock left by a
+    process of this host that is gone is taken over. A file where the folder should be, or a folder
+    that cannot be written, is named before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputFolderError(f"{path}: exists and is not a folder; expected an output folder")
+    lock = path / LOCK_NAME
+    mine = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                with open(lock, "x", encoding="utf-8") as file:
+                    json.dump(mine, file)
+                return path
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is not None and holder != mine and (holder["host"] != mine["host"] or _alive(holder["pid"])):
+                    raise OutputFolderError(
+                        f"{path}: in use by process {holder['pid']} on {holder['host']} (its {LOCK_NAME}); wait for "
+                        f"it to finish or choose another output folder (remove {lock} if that process is gone)"
+                    ) from None
+                lock.unlink(missing_ok=True)  # ours from an earlier call, or a dead process's: take it over
+    except OSError as error:
+        raise OutputFolderError(f"{path}: cannot write there ({error.strerror or error})") from None
+    raise OutputFolderError(f"{path}: another process keeps taking {lock}; choose another output folder")
+
+
+def release_folder(path: str | os.PathLike) -> None:
+    """Give up the claim of `claim_folder` on `path` (nothing when this process does not hold it)."""
+    lock = Path(path) / LOCK_NAME
+    if _lock_holder(lock) == {"host": socket.gethostname(), "pid": os.getpid()}:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> dict | None:
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    valid = isinstance(holder, dict) and isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str)
+    return {"host": holder["host"], "pid": holder["pid"]} if valid else None

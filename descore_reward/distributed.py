@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .atomic import claim_folder, release_folder
+
 
 def step_seed(seed: int, step: int, process_index: int) -> int:
     """A seed for one process's draws at one step: independent across processes, the same on resume."""
@@ -31,7 +33,8 @@ def epoch_batch(count: int, step: int, batch_size: int, seed: int, process_index
 
 def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
     """The `Accelerator` of a trainer (devices, mixed precision, trackers), after checking that accelerate
-    is not configured for an engine the trainers do not drive."""
+    is not configured for an engine the trainers do not drive; the main process claims `output_dir`
+    (`atomic.claim_folder`) until `finish_trackers`."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
@@ -43,6 +46,8 @@ def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to
             "parallelism (every process holds the whole model): launch with `accelerate launch --multi_gpu` "
             "or `--config_file examples/configs/accelerate_ddp.yaml` (README: Scaling out)"
         )
+    if accelerator.is_main_process:  # one run per output folder; a file there or no write access named now
+        claim_folder(output_dir)
     return accelerator
 
 
@@ -78,7 +83,10 @@ def optimizer_step(accelerator, optimizer, max_grad_norm: float) -> None:
 
 
 def finish_trackers(accelerator) -> None:
-    """Close the experiment trackers. Unlike `accelerator.end_training()` this leaves the process group
-    up, so the caller's script can go on (evaluate, or train another stage) after a trainer returns."""
+    """Close the experiment trackers and give up the output folder. Unlike `accelerator.end_training()`
+    this leaves the process group up, so the caller's script can go on (evaluate, or train another
+    stage) after a trainer returns."""
     for tracker in accelerator.trackers:
         tracker.finish()
+    if accelerator.is_main_process:
+        release_folder(accelerator.project_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import append_jsonl, atomic_write_text, read_jsonl_log
+from .atomic import append_jsonl, atomic_write_text, claim_folder, read_jsonl_log, release_folder
 from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
 from .errors import OutputFolderError
 from .evaluation import preference_metrics
@@ -283,9 +283,11 @@ def evaluate(
     check_run(out, run)
     accelerator = Accelerator()
     model = DeScoreModel.from_pretrained(model_dir, dtype=dtype, device=accelerator.device)
-    out.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process and not (out / RUN_FILE).exists():  # recorded once the model loaded
-        atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2))
+    if accelerator.is_main_process:
+        claim_folder(out)  # one run at a time on a folder
+        if not (out / RUN_FILE).exists():  # recorded once the model loaded
+            atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2))
+    accelerator.wait_for_everyone()
     scores = score_pairs(model, pairs, out, think, batch_size, accelerator, max_new_tokens=max_new_tokens)
     if not accelerator.is_main_process:
         return {}
@@ -293,7 +295,9 @@ def evaluate(
     rows = [scores[score_key(v, p.prompt)] for p in pairs for v in (p.video_a, p.video_b)]
     unique = {score_key(r["video"], r["prompt"]): r for r in rows}
     atomic_write_text(out / f"scores-{benchmark}.jsonl", "".join(json.dumps(r) + "\n" for r in unique.values()))
-    return write_report(out, name or model_name(model_dir), benchmark, metrics, baseline_metrics)
+    results = write_report(out, name or model_name(model_dir), benchmark, metrics, baseline_metrics)
+    release_folder(out)
+    return results
 
 
 def model_name(model_dir: str | Path) -> str:

@@ -88,3 +88,40 @@ def test_jsonl_logs_drop_a_torn_last_line_and_name_a_foreign_one(tmp_path):
     log.write_text('{"id": 1}\nnot json\n{"id": 2}\n')
     with pytest.raises(OutputFolderError, match=r"log.jsonl:2: not a JSON row"):
         read_jsonl_log(log)
+
+
+def test_a_second_run_on_an_output_folder_is_refused_until_the_first_is_gone(tmp_path):
+    import time
+
+    from descore_reward.atomic import LOCK_NAME, claim_folder, release_folder
+    from descore_reward.errors import OutputFolderError
+
+    folder = tmp_path / "run"
+    code = (
+        "import sys, time\n"
+        "from descore_reward.atomic import claim_folder\n"
+        "claim_folder(sys.argv[1]); print('held', flush=True); time.sleep(60)\n"
+    )
+    first = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        with pytest.raises(OutputFolderError, match=rf"in use by process {first.pid} .*choose another output folder"):
+            claim_folder(folder)
+    finally:
+        first.kill()
+        first.wait()
+    time.sleep(0.1)
+    claim_folder(folder)  # the first run died holding it: its lock is taken over
+    claim_folder(folder)  # and this process may claim again what it holds
+    release_folder(folder)
+    assert not (folder / LOCK_NAME).exists()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutputFolderError, match="a-file: exists and is not a folder"):
+        claim_folder(tmp_path / "a-file")
+    with pytest.raises(OutputFolderError, match="a-file/run: cannot write there"):
+        claim_folder(tmp_path / "a-file" / "run")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root writes anywhere
+        with pytest.raises(OutputFolderError, match="cannot write there"):
+            claim_folder(read_only / "run")

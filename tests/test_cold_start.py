@@ -238,3 +238,15 @@ def test_the_authors_recipe_keeps_its_trained_vision_tower_in_float32(tmp_path, 
     again = DeScoreModel.from_pretrained(tmp_path / "stage2", dtype=torch.float32)
     again_visual = dict(again.language_backbone.visual.named_parameters())
     assert all(torch.equal(again_visual[n].float(), trained[n]) for n in trained), "and hands it on"
+
+
+def test_an_output_folder_that_is_a_file_stops_training_before_the_model_loads(tmp_path, small_data):
+    from descore_reward.errors import OutputFolderError
+
+    (tmp_path / "taken").write_text("my notes")
+    config = ColdStartConfig(
+        model=str(tmp_path / "no-such-model"), train_data=str(small_data[0]), output_dir=str(tmp_path / "taken")
+    )
+    with pytest.raises(OutputFolderError, match="taken: exists and is not a folder"):
+        train(config)
+    assert (tmp_path / "taken").read_text() == "my notes"
