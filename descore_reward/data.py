@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import re
 import urllib.parse
@@ -68,6 +69,40 @@ class PreferencePair:
     def human(self) -> int:
         """+1 when A is preferred, -1 when B is, 0 for a tie."""
         return LABELS[self.label]
+
+
+def read_text_file(path: Path, what: str = "data file") -> str:
+    """The text of `path`, UTF-8 with or without a byte-order mark; `FileNotFoundError` or `DataError`
+    naming the file when it is missing, unreadable or in another encoding."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError([f"{path}: cannot read it ({error.strerror or error})"]) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        byte = data[error.start]
+        raise DataError(
+            [f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {error.start}); save it as UTF-8"]
+        ) from None
+
+
+def csv_records(path: Path, text: str, problems: list[str]) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and `(row, record)` of each CSV row of `text`; a row with more or fewer fields than
+    the header goes to `problems` (file:row) instead."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    records = []
+    for record in reader:
+        row = reader.line_num
+        if None in record or None in record.values():
+            fields = len(header) + len(record.get(None, [])) - sum(v is None for v in record.values())
+            problems.append(f"{path}:{row}: {fields} field(s), the header has {len(header)}")
+            continue
+        records.append((row, record))
+    return header, records
 
 
 def _check_scores(value, where: str, name: str, problems: list[str]) -> dict[str, int | str] | None:
@@ -120,48 +155,46 @@ def _validated(pairs: list[PreferencePair], problems: list[str], check_files: bo
 def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = True) -> list[PreferencePair]:
     """Read and validate this project's JSONL schema (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
+    text = read_text_file(path)
     pairs, problems = [], []
     required = ("id", "prompt", "video_a", "video_b", "label")
-    with path.open(encoding="utf-8") as lines:
-        for row, line in enumerate(lines, start=1):
-            if limit is not None and len(pairs) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{path}:{row}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problems.append(f"{where}: not valid JSON ({error.msg})")
-                continue
-            if not isinstance(record, dict):
-                problems.append(f"{where}: expected a JSON object")
-                continue
-            missing = [key for key in required if key not in record]
-            if missing:
-                problems.append(f"{where}: missing field(s) {missing}")
-                continue
-            wrong = _wrong_types(record)
-            if wrong:
-                problems += [f"{where}: {problem}" for problem in wrong]
-                continue
-            pairs.append(
-                PreferencePair(
-                    id=str(record["id"]),
-                    prompt=record["prompt"],
-                    video_a=path.parent / str(record["video_a"]),
-                    video_b=path.parent / str(record["video_b"]),
-                    label=record["label"],
-                    dimension_labels=dict(record.get("dimension_labels") or {}),
-                    cot_a=record.get("cot_a"),
-                    cot_b=record.get("cot_b"),
-                    scores_a=_check_scores(record.get("scores_a"), where, "scores_a", problems),
-                    scores_b=_check_scores(record.get("scores_b"), where, "scores_b", problems),
-                    source=where,
-                )
+    for row, line in enumerate(text.split("\n"), start=1):
+        if limit is not None and len(pairs) >= limit:
+            break
+        if not line.strip():
+            continue
+        where = f"{path}:{row}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"{where}: not valid JSON ({error.msg})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"{where}: expected a JSON object")
+            continue
+        missing = [key for key in required if key not in record]
+        if missing:
+            problems.append(f"{where}: missing field(s) {missing}")
+            continue
+        wrong = _wrong_types(record)
+        if wrong:
+            problems += [f"{where}: {problem}" for problem in wrong]
+            continue
+        pairs.append(
+            PreferencePair(
+                id=str(record["id"]),
+                prompt=record["prompt"],
+                video_a=path.parent / str(record["video_a"]),
+                video_b=path.parent / str(record["video_b"]),
+                label=record["label"],
+                dimension_labels=dict(record.get("dimension_labels") or {}),
+                cot_a=record.get("cot_a"),
+                cot_b=record.get("cot_b"),
+                scores_a=_check_scores(record.get("scores_a"), where, "scores_a", problems),
+                scores_b=_check_scores(record.get("scores_b"), where, "scores_b", problems),
+                source=where,
             )
+        )
     return _validated(pairs, problems, check_files)
 
 
@@ -184,10 +217,8 @@ def read_manifest(path: str | Path) -> list[tuple[Path, str]]:
     """(video, prompt) rows of a CSV with a `video,prompt` header or of a JSONL of `{"video", "prompt"}`
     objects; video paths are relative to the file. Every bad row is reported with its file:row."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such manifest file")
+    text = read_text_file(path, "manifest file")
     problems, rows = [], []
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         records = []
         for row, line in enumerate(text.splitlines(), start=1):
@@ -198,10 +229,9 @@ def read_manifest(path: str | Path) -> list[tuple[Path, str]]:
             except json.JSONDecodeError as error:
                 problems.append(f"{path}:{row}: not valid JSON ({error.msg})")
     else:
-        reader = csv.DictReader(text.splitlines())
-        if not {"video", "prompt"} <= set(reader.fieldnames or []):
-            raise DataError([f"{path}: expected a CSV header with columns video,prompt, got {reader.fieldnames}"])
-        records = list(enumerate(reader, start=2))  # row 1 is the header
+        header, records = csv_records(path, text, problems)
+        if not {"video", "prompt"} <= set(header):
+            raise DataError([f"{path}: expected a CSV header with columns video,prompt, got {header}"])
     for row, record in records:
         video, prompt = (record.get("video"), record.get("prompt")) if isinstance(record, dict) else (None, None)
         if not isinstance(video, str) or not video.strip():
@@ -245,35 +275,30 @@ def read_videoalign_csv(
     """Read the VideoAlign / VideoGen-RewardBench CSV. The pair label comes from `label_column`
     (default `Overall`); every other label column (VQ, MQ, TA, ...) becomes a dimension label."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        columns = reader.fieldnames or []
-        label_column = label_column or "Overall"
-        missing = [c for c in ("path_A", "path_B", "prompt", label_column) if c not in columns]
-        if missing:
-            hint = (
-                " (this file has no Overall column: pass label_column, e.g. 'TA')" if label_column == "Overall" else ""
+    problems = []
+    columns, records = csv_records(path, read_text_file(path), problems)
+    label_column = label_column or "Overall"
+    missing = [c for c in ("path_A", "path_B", "prompt", label_column) if c not in columns]
+    if missing:
+        hint = " (this file has no Overall column: pass label_column, e.g. 'TA')" if label_column == "Overall" else ""
+        raise DataError([f"{path}: missing column(s) {missing}{hint}; found {columns}"])
+    dimensions = [c for c in ("VQ", "MQ", "TA", "Overall") if c in columns and c != label_column]
+    pairs = []
+    for row, record in records:
+        if limit is not None and len(pairs) >= limit:
+            break
+        pairs.append(
+            PreferencePair(
+                id=f"{path.stem}-{row}",
+                prompt=record["prompt"],
+                video_a=path.parent / record["path_A"],
+                video_b=path.parent / record["path_B"],
+                label=CSV_LABELS.get(record[label_column], record[label_column]),
+                dimension_labels={d: CSV_LABELS.get(record[d], record[d]) for d in dimensions},
+                source=f"{path}:{row}",
             )
-            raise DataError([f"{path}: missing column(s) {missing}{hint}; found {columns}"])
-        dimensions = [c for c in ("VQ", "MQ", "TA", "Overall") if c in columns and c != label_column]
-        pairs = []
-        for row, record in enumerate(reader, start=2):  # row 1 is the header
-            if limit is not None and len(pairs) >= limit:
-                break
-            pairs.append(
-                PreferencePair(
-                    id=f"{path.stem}-{row}",
-                    prompt=record["prompt"],
-                    video_a=path.parent / record["path_A"],
-                    video_b=path.parent / record["path_B"],
-                    label=CSV_LABELS.get(record[label_column], record[label_column]),
-                    dimension_labels={d: CSV_LABELS.get(record[d], record[d]) for d in dimensions},
-                    source=f"{path}:{row}",
-                )
-            )
-    return validate(pairs, check_files)
+        )
+    return _validated(pairs, problems, check_files)
 
 
 def read_genai_bench(
@@ -293,12 +318,22 @@ def read_genai_bench(
             raise ImportError("reading parquet needs pyarrow: pip install 'descore-reward[eval]'") from None
         records = pyarrow.parquet.read_table(path).to_pylist()
     else:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = []
+        for row, line in enumerate(read_text_file(path).split("\n"), start=1):
+            try:
+                records.append(json.loads(line) if line.strip() else None)
+            except json.JSONDecodeError as error:
+                raise DataError([f"{path}:{row}: not valid JSON ({error.msg})"]) from None
     pairs, problems = [], []
     for row, record in enumerate(records, start=1):
         if limit is not None and len(pairs) >= limit:
             break
+        if record is None:  # a blank line
+            continue
         where = f"{path}:{row}"
+        if not isinstance(record, dict):
+            problems.append(f"{where}: expected a JSON object")
+            continue
         missing = [key for key in ("prompt", "left_video", "right_video", "vote_type") if key not in record]
         if missing:
             problems.append(f"{where}: missing field(s) {missing}")
@@ -367,17 +402,14 @@ def read_official_csv(
     `video_2_scores`, `gsb_result`). `videos` is a Python list literal of the two paths (relative to
     the file). Returns the pairs and how many `invalid` rows were skipped; bad rows are reported."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        columns = set(reader.fieldnames or [])
-        stage = 1 if "GSB" in columns else 2
-        needed = {"videos", "problem", "CoT_A", "CoT_B", "GSB"} if stage == 1 else {"videos", "problem", "answer"}
-        if not needed <= columns:
-            raise DataError([f"{path}: missing column(s) {sorted(needed - columns)}; found {sorted(columns)}"])
-        rows = list(enumerate(reader, start=2))  # row 1 is the header
-    pairs, problems, skipped = [], [], 0
+    problems = []
+    header, rows = csv_records(path, read_text_file(path), problems)
+    columns = set(header)
+    stage = 1 if "GSB" in columns else 2
+    needed = {"videos", "problem", "CoT_A", "CoT_B", "GSB"} if stage == 1 else {"videos", "problem", "answer"}
+    if not needed <= columns:
+        raise DataError([f"{path}: missing column(s) {sorted(needed - columns)}; found {sorted(columns)}"])
+    pairs, skipped = [], 0
     for row, record in rows:
         where = f"{path}:{row}"
         try:
@@ -429,10 +461,7 @@ def read_pairs(path: str | Path, label_column: str | None = None, template: str 
     if path.suffix != ".csv":
         pairs = read_jsonl(path)
     else:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such data file")
-        with path.open(newline="", encoding="utf-8") as file:
-            header = next(csv.reader(file), [])
+        header = next(csv.reader(io.StringIO(read_text_file(path), newline="")), [])
         if {"videos", "problem"} <= set(header):
             pairs, skipped = read_official_csv(path, template)
             if skipped:

@@ -244,3 +244,30 @@ def test_stage_two_recovers_a_prompt_of_several_lines_with_the_authors_template(
     finally:
         rl.read_pairs = original
     assert read[0][0].prompt == prompt
+
+
+def test_other_encodings_byte_order_marks_and_ragged_rows_are_read_or_named(videos):
+    from descore_reward.data import read_manifest, read_pairs
+
+    bom = "\ufeff"
+    header = "path_A,path_B,A_model,B_model,prompt,VQ,MQ,TA,Overall\n"
+    (videos / "bom.csv").write_text(bom + header + "a.mp4,b.mp4,x,y,a cat,A,A,A,A\n", encoding="utf-8")
+    assert [p.label for p in read_videoalign_csv(videos / "bom.csv")] == ["A"], "a byte-order mark is skipped"
+    (videos / "bom.jsonl").write_text(bom + json.dumps(GOOD) + "\n", encoding="utf-8")
+    assert [p.id for p in read_jsonl(videos / "bom.jsonl")] == ["1"]
+    (videos / "latin1.jsonl").write_bytes(json.dumps({**GOOD, "prompt": "café"}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.jsonl: not UTF-8 text \(byte 0xe9 at offset \d+\); save it as UTF-8"):
+        read_pairs(videos / "latin1.jsonl")
+    (videos / "ragged.csv").write_text(header + "a.mp4,b.mp4,x,y,a cat,A\na.mp4,b.mp4,x,y,a dog,A,A,A,A,extra\n")
+    with pytest.raises(DataError) as error:
+        read_videoalign_csv(videos / "ragged.csv")
+    assert "ragged.csv:2: 6 field(s), the header has 9" in str(error.value)
+    assert "ragged.csv:3: 10 field(s), the header has 9" in str(error.value)
+    (videos / "manifest.csv").write_text(bom + "video,prompt\na.mp4,a cat\nb.mp4\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"manifest.csv:3: 1 field\(s\), the header has 2"):
+        read_manifest(videos / "manifest.csv")
+    (videos / "manifest.csv").write_bytes("video,prompt\na.mp4,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="manifest.csv: not UTF-8 text"):
+        read_manifest(videos / "manifest.csv")
+    (videos / "unicode.jsonl").write_text(json.dumps({**GOOD, "prompt": "a\u2028cat"}, ensure_ascii=False) + "\n")
+    assert read_jsonl(videos / "unicode.jsonl")[0].prompt == "a\u2028cat", "a line separator inside a string"
