@@ -103,6 +103,7 @@ def load_video(source: VideoSource, sampling: VideoSampling = VideoSampling(), n
             f"{name}: expected a file path, a (T, C, H, W) or (T, H, W, C) tensor/array, or a list of PIL "
             f"images, got {type(source).__name__}"
         )
+    check_frame_size(frames.shape[2], frames.shape[3], name)
     total = len(source) if isinstance(source, (list, tuple)) else source.shape[0]
     shape = (total, frames.shape[2], frames.shape[3])
     return Video(frames, _metadata(shape, sampling.input_fps, indices), name)
@@ -149,11 +150,33 @@ def _open_reader(path: Path):
         raise VideoInputError(f"{path}: cannot open it as a video: not a video file, or truncated ({reason})") from None
 
 
+# Qwen2/2.5/3-VL processors refuse frames whose long side is more than this many times the short one.
+MAX_ASPECT_RATIO = 200
+
+
+def check_frame_size(height: int, width: int, name: str) -> None:
+    """`VideoInputError` for frames the backbone's processor would refuse (an extreme aspect ratio)."""
+    ratio = max(height, width) / max(1, min(height, width))
+    if ratio > MAX_ASPECT_RATIO:
+        raise VideoInputError(
+            f"{name}: frames of {height}x{width} pixels have an aspect ratio of {ratio:.0f}; "
+            f"the backbone's processor accepts at most {MAX_ASPECT_RATIO}"
+        )
+
+
 def check_video_file(path: str | os.PathLike) -> None:
-    """Open `path` as a video without decoding its frames; raises `VideoInputError` naming what is wrong."""
+    """Open `path` as a video and decode its first frame, as every later path will; raises
+    `VideoInputError` naming what is wrong (not a video, no frames, frames the backbone refuses)."""
     path = Path(path)
     _check_path(path)
-    _open_reader(path)
+    reader, total, _ = _open_reader(path)
+    if total == 0:
+        raise VideoInputError(f"{path}: the video has no decodable frames")
+    try:
+        height, width = reader.next().shape[:2]
+    except Exception as error:  # decord's own errors
+        raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({_first_line(error)})") from None
+    check_frame_size(height, width, str(path))
 
 
 def decode_size(height: int, width: int, max_pixels: int) -> tuple[int, int] | None:
@@ -174,11 +197,14 @@ def _load_file(path: Path, sampling: VideoSampling) -> Video:
     indices = sample_indices(total, source_fps, sampling)
     try:
         height, width = reader.next().shape[:2]
+        check_frame_size(height, width, str(path))
         size = decode_size(height, width, sampling.max_pixels_per_frame)
         if size is None:
             frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
         else:  # one full-size frame at a time, shrunk at once: memory follows the pixel cap
             frames = torch.cat([_shrink(reader.get_batch([index]).asnumpy(), size) for index in indices])
+    except VideoInputError:
+        raise
     except Exception as error:
         raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({_first_line(error)})") from None
     if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:

@@ -151,3 +151,35 @@ def test_in_memory_frames_are_checked_and_converted_after_sampling():
     long_clip[1, 0, 0, 0] = float("nan")  # frame 1 is never sampled from 400 frames at 2 of 16 fps
     video = load_video(long_clip)
     assert 1 not in video.metadata.frames_indices and video.frames.dtype == torch.uint8
+
+
+def test_files_the_decoder_or_processor_refuses_are_named_by_the_up_front_check(tmp_path, tiny_model):
+    """Audio-only files, GIFs, WebM, and frames of an aspect ratio the processor refuses: the check that
+    runs before the backbone names each, and what it passes scores."""
+    import subprocess
+
+    import imageio_ffmpeg
+    import numpy as np
+
+    from descore_reward.synthetic import write_mp4
+    from descore_reward.video import VideoInputError, check_video_file
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+
+    def make(name, *arguments):
+        subprocess.run([ffmpeg, "-y", "-loglevel", "error", *arguments, str(tmp_path / name)], check=True)
+        return tmp_path / name
+
+    audio = make("speech.mp4", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac")
+    gif = make("anim.gif", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=8", "-t", "1")
+    webm = make("clip.webm", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=8", "-t", "1", "-c:v", "libvpx-vp9")
+    banner = write_mp4(np.zeros((4, 16, 4000, 3), np.uint8), tmp_path / "banner.mp4")
+    for path, message in ((audio, "cannot open it as a video"), (gif, "cannot open it as a video")):
+        with pytest.raises(VideoInputError, match=str(path.name)) as error:
+            check_video_file(path)
+        assert message in str(error.value)
+    with pytest.raises(VideoInputError, match=r"banner.mp4: frames of 16x4000 pixels .* at most 200"):
+        tiny_model.score([webm, banner], "a test pattern", think=False)
+    with pytest.raises(VideoInputError, match=r"videos\[1\]: frames of 8x1700 pixels"):
+        tiny_model.score([torch.rand(4, 3, 64, 64), torch.rand(4, 3, 8, 1700)], "p", think=False)
+    assert len(tiny_model.score([webm], "a test pattern", think=False)) == 1, "WebM decodes and scores"
