@@ -18,7 +18,7 @@ import transformers
 
 from .atomic import atomic_write_text
 from .modeling import DeScoreModel
-from .synthetic import Scene, make_dataset, render, write_mp4
+from .synthetic import LAYOUTS, Scene, make_dataset, render, write_mp4
 from .tiny import build_tiny_backbone
 from .training.cold_start import ColdStartConfig, train
 
@@ -29,6 +29,9 @@ DEMO_COT_TOKENS = 24  # a tiny random writer: longer CoTs only cost time
 DEMO_INSTRUCTION = 'Judge how well this video follows the prompt "{prompt}". Reason, then answer.'
 
 DEMO_SAMPLING = dict(fps=4.0, max_pixels_per_frame=64 * 64, max_total_pixels=64 * 64 * 16)
+# Held out: two of the ten (shape, direction) layouts, so held-out prompts and videos are unseen.
+HELD_OUT = [("circle", "up"), ("square", "left")]
+TRAIN_LAYOUTS = [layout for layout in LAYOUTS if layout not in HELD_OUT]
 
 
 def _accuracy_line(row: dict) -> str:
@@ -43,8 +46,13 @@ def run(out: Path, seed: int = 0) -> list[dict]:
         raise FileExistsError(f"{out}: exists, is not empty and holds no earlier demo ({MARKER}); choose another --out")
 
     print("[1/4] writing a synthetic preference dataset (512 training pairs, 64 held out) as MP4 files")
-    train_data = make_dataset(out / "data", 512, seed=seed, violations=("color",))
-    eval_data = make_dataset(out / "data", 64, seed=seed + 1, violations=("color",), name="eval.jsonl")
+    train_data = make_dataset(out / "data" / "train", 512, seed=seed, violations=("color",), layouts=TRAIN_LAYOUTS)
+    eval_data = make_dataset(out / "data" / "held_out", 64, seed=seed + 1, violations=("color",), layouts=HELD_OUT)
+    videos = len(list((out / "data").rglob("*.mp4")))
+    print(
+        f"      {videos} MP4 files; the held-out pairs' prompts and videos (a {HELD_OUT[0][0]} moving {HELD_OUT[0][1]},"
+    )
+    print(f"      a {HELD_OUT[1][0]} moving {HELD_OUT[1][1]}, in any colour) never occur in training")
 
     print("[2/4] building a tiny random Qwen3-VL backbone (real classes, offline tokenizer)")
     build_tiny_backbone(out / "backbone", seed=seed, text=dict(hidden_size=64, intermediate_size=128))

@@ -1,16 +1,20 @@
-"""Sampling CoTs without touching the process-wide random generators.
+"""Generating CoTs: sampling without touching the process-wide random generators, and progress.
 
 Diffusion RL loops (Flow-GRPO) score rewards in a worker thread while the main thread keeps drawing
 noise from the global generator. `transformers`' sampling draws from that generator, and saving and
 restoring it around a reward call (`torch.random.fork_rng`) rewinds the main thread's draws. So
 DeScore samples with a `PrivateSampler`: a logits processor that draws the next token from its own
 `torch.Generator` and leaves only that token possible, and greedy decoding then emits it.
+
+A CoT budget of 4,096 tokens on a slow machine runs for minutes per batch: `TokenProgress` shows the
+tokens written so far on the videos' progress bar.
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import LogitsProcessor
+from transformers.generation.streamers import BaseStreamer
 
 
 class PrivateSampler(LogitsProcessor):
@@ -48,3 +52,21 @@ class PrivateSampler(LogitsProcessor):
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         drawn = torch.multinomial(logits.softmax(-1), 1, generator=self._generator(scores.device))  # (B, 1)
         return torch.full_like(scores, float("-inf")).scatter(-1, drawn, 0.0)
+
+
+class TokenProgress(BaseStreamer):
+    """A `generate` streamer that writes the batch's token count onto a tqdm bar `bar` (of videos)."""
+
+    def __init__(self, bar, budget: int):
+        self.bar, self.budget, self.tokens, self.prompt_seen = bar, budget, 0, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate first streams the prompt itself
+            self.prompt_seen = True
+            return
+        self.tokens += 1
+        if self.tokens % 8 == 0 or self.tokens == 1:
+            self.bar.set_postfix_str(f"{self.tokens} of at most {self.budget} tokens", refresh=True)
+
+    def end(self) -> None:
+        self.bar.set_postfix_str(f"{self.tokens} tokens", refresh=True)

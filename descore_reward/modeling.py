@@ -14,6 +14,7 @@ generation, M-RoPE and LoRA adapters work on the backbone unchanged.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -26,11 +27,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature, LogitsProcessorList
 
 from .atomic import atomic_directory
 from .errors import CheckpointError, DeScoreInputError
-from .generation import PrivateSampler
+from .generation import PrivateSampler, TokenProgress
 from .losses import rao_kupper_probabilities
 from .rubrics import get_rubric
 from .video import Video, VideoSampling, VideoSource, check_video_file, load_video
@@ -526,11 +528,13 @@ class DeScoreModel(nn.Module):
         seed: int | None = None,
         repetition_penalty: float | None = None,
         generation_kwargs: dict | None = None,
+        progress: bool | None = None,
     ) -> list[ScoreResult]:
         """Score videos. With `think`, generate a CoT then score it from the generation's KV cache;
         without, score `[video ; prompt ; <reward>]` in one prefill. Every video is checked before the
         backbone runs; files are decoded batch by batch, so memory holds one batch of frames.
-        `max_new_tokens` and `repetition_penalty` default to the rubric's (4,096 and 1.05 for `descore`)."""
+        `max_new_tokens` and `repetition_penalty` default to the rubric's (4,096 and 1.05 for `descore`).
+        `progress`: a bar of videos scored, with the tokens written, when thinking (None: on a terminal)."""
         videos = [videos] if isinstance(videos, (str, os.PathLike)) else videos  # one path is one video
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
@@ -547,14 +551,18 @@ class DeScoreModel(nn.Module):
         if do_sample:  # from a generator of its own: the global ones are neither drawn from nor rewound
             generation["logits_processor"] = LogitsProcessorList([PrivateSampler(temperature, top_p, seed)])
         results = []
-        for start in range(0, len(videos), batch_size):
-            batch = self.load_videos(videos[start : start + batch_size])
-            batch_prompts = prompts[start : start + batch_size]
-            if think:
-                results += self._think_and_score(batch, batch_prompts, generation)
-            else:
-                rewards = self.rewards_from_inputs(self.prepare_inputs(batch, batch_prompts))
-                results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
+        hidden = True if not think else (None if progress is None else not progress)  # None: shown on a terminal
+        with tqdm(total=len(videos), desc="thinking", unit="video", disable=hidden) as bar:
+            for start in range(0, len(videos), batch_size):
+                batch = self.load_videos(videos[start : start + batch_size])
+                batch_prompts = prompts[start : start + batch_size]
+                if think:
+                    streamer = None if bar.disable else TokenProgress(bar, generation["max_new_tokens"])
+                    results += self._think_and_score(batch, batch_prompts, {**generation, "streamer": streamer})
+                else:
+                    rewards = self.rewards_from_inputs(self.prepare_inputs(batch, batch_prompts))
+                    results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
+                bar.update(len(batch))
         return results
 
     def eos_token_ids(self, generation: dict | None = None) -> list[int]:
@@ -613,8 +621,12 @@ class DeScoreModel(nn.Module):
         # M-RoPE positions: row 0 is the text position, rows 1-3 add the video's offset.
         position_ids = torch.cat([text_positions[None], (text_positions + rope_deltas)[None].expand(3, -1, -1)])
         step_ids = torch.stack([generated[:, -1], torch.full_like(cot_length, self.reward_token_id)], dim=1)
-        hidden = self.language_backbone(
-            input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache
+        language = self.language_backbone
+        hidden = language(
+            input_ids=step_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **{cache_keyword(language): cache},
         ).last_hidden_state[:, -1]
         return self.head(hidden.float())
 
@@ -678,6 +690,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _shapes(shapes: dict) -> str:
     return ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
+
+
+def cache_keyword(module: nn.Module) -> str:
+    """The name `module.forward` takes a KV cache by: `cache` from transformers 5.24, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def check_device(device: str | torch.device | None) -> None:

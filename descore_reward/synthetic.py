@@ -18,6 +18,7 @@ from .rubrics import get_rubric
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
+LAYOUTS = [(shape, direction) for shape in SHAPES for direction in DIRECTIONS]  # a scene but its colour
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,18 @@ def make_pairs(
     size: int = 64,
     fps: int = 8,
     rubric: str = "descore",
+    layouts: list[tuple[str, str]] | None = None,
 ) -> list[PreferencePair]:
     """`count` preference pairs with videos written under `folder/videos` (one MP4 per distinct scene).
 
     The winner shows the prompted scene, the loser changes one or more of the attributes named in
     `violations`; with probability `tie_rate` both are equally wrong (a tie). A and B order is random.
     Every pair carries oracle CoTs, sub-scores and per-dimension labels in `rubric`'s format and scale.
+    `layouts`: the (shape, direction) of every prompted scene (default: all `LAYOUTS`); with colour-only
+    violations both videos keep the layout, so sets of disjoint layouts share no prompt and no video.
     Deterministic in `seed`.
     """
+    layouts = list(layouts or LAYOUTS)
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     written: dict[Scene, Path] = {}
@@ -146,7 +151,8 @@ def make_pairs(
 
     pairs = []
     for index in range(count):
-        asked = Scene(rng.choice(list(COLORS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS)))
+        shape, direction = layouts[rng.integers(len(layouts))]
+        asked = Scene(rng.choice(list(COLORS)), shape, direction)
         if rng.random() < tie_rate:
             first = _violate(asked, rng, violations)
             second = _violate(asked, rng, violations)

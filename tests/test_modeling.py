@@ -243,3 +243,11 @@ def test_one_path_is_one_video_and_absent_devices_or_backbones_are_named(tiny_mo
     snapshot.mkdir(parents=True)
     assert recorded_backbone(snapshot) == "Qwen/Qwen3-VL-8B-Instruct", "a hub-cache folder is recorded as its id"
     assert recorded_backbone("Qwen/Qwen3-VL-8B-Instruct") == "Qwen/Qwen3-VL-8B-Instruct"
+
+
+def test_thinking_shows_videos_done_and_tokens_written(tiny_model, synthetic_videos, capsys):
+    plain = tiny_model.score(synthetic_videos[:2], "a red square", max_new_tokens=9, progress=False)
+    shown = tiny_model.score(synthetic_videos[:2], "a red square", max_new_tokens=9, progress=True, batch_size=1)
+    errors = capsys.readouterr().err
+    assert "thinking" in errors and "2/2" in errors and "tokens" in errors
+    assert [r.cot for r in shown] == [r.cot for r in plain], "the streamer changes nothing it watches"
