@@ -24,11 +24,24 @@ def plot_curves(curves: dict[str, list[float] | tuple[list, list]], path: str | 
         steps, values = series if isinstance(series, tuple) else (range(1, len(series) + 1), series)
         axis.plot(steps, values, marker="." if len(values) < 30 else None)
         axis.set(xlabel="step", title=name)
+        show_scale(axis, values)
     for axis in list(axes.flat)[len(curves) :]:
         axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
     save_figure(figure, path, dpi=110)
+
+
+def show_scale(axis, values) -> None:
+    """Y limits that show a series' scale: a flat or nearly flat line stays flat (at least 10% of its
+    size, or 0.1, is shown), and values at a bound such as 1.0 are not cut by the frame."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    span = max(high - low, 0.1 * max(abs(low), abs(high)), 0.1)
+    middle = (low + high) / 2
+    axis.set_ylim(min(low, middle - span / 2) - 0.05 * span, max(high, middle + span / 2) + 0.05 * span)
 
 
 def save_figure(figure, path: str | Path, dpi: int) -> None:

@@ -112,3 +112,21 @@ def test_the_comparison_notebook_runs_headless_and_shows_the_results(tmp_path, m
     grpo = comparison["runs"]["grpo"]["aesthetic_quality"]
     assert grpo["low"] > 0 and not grpo["inside_noise"] and grpo["paper"] == vbench.PAPER["grpo"]["aesthetic_quality"]
     assert (tmp_path / "comparison.png").stat().st_size > 0 and (tmp_path / "comparison.md").read_text() in shown
+
+
+def test_curves_show_their_scale_flat_lines_stay_flat_and_bounds_are_not_cut():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from descore_reward.plots import show_scale
+
+    figure, axis = plt.subplots()
+    show_scale(axis, [1.0, 1.0, 1.0])
+    low, high = axis.get_ylim()
+    assert high - low >= 0.1 and high > 1.0, "a constant is drawn flat, and 1.0 is inside the frame"
+    show_scale(axis, [0.5, 0.52, float("nan"), 0.71])
+    low, high = axis.get_ylim()
+    assert low < 0.5 and high > 0.71 and high - low < 0.3, "a moving series still fills its panel"
+    plt.close(figure)

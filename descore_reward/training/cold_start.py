@@ -366,7 +366,7 @@ def plot_training(state: dict, path: Path) -> None:
             marker="o",
             label="with CoT" if name == "cot" else "CoT masked",
         )
-    accuracy_axes.set(xlabel="step", ylabel="pair accuracy (w/o ties)", title="held-out accuracy", ylim=(0, 1))
+    accuracy_axes.set(xlabel="step", ylabel="pair accuracy (w/o ties)", title="held-out accuracy", ylim=(-0.03, 1.05))
     accuracy_axes.legend()
     figure.tight_layout()
     save_figure(figure, path, dpi=110)
