@@ -270,7 +270,10 @@ def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int
     if reward_fn is None:
         from .reward import DeScoreReward
 
-        reward_fn = DeScoreReward(config.reward_model, think=config.reward_think, device=accelerator.device)
+        dtype = torch.bfloat16 if accelerator.device.type == "cuda" else None  # 8B: 16 GB beside the generator
+        reward_fn = DeScoreReward(
+            config.reward_model, think=config.reward_think, device=accelerator.device, dtype=dtype
+        )
     transformer = pipeline.transformer
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
     progress = tqdm(

@@ -109,10 +109,47 @@ def test_flow_grpo_training_pattern(checkpoint, wan_videos, monkeypatch):
 
 def test_flow_grpo_factory_shape(checkpoint, monkeypatch):
     monkeypatch.setenv("DESCORE_MODEL", str(checkpoint))
-    factory = flow_grpo.SCORE_FACTORIES["descore"]
+    factory = flow_grpo.descore_score
     assert "device" in factory.__code__.co_varnames  # how Flow-GRPO decides to pass the device
     with pytest.raises(ValueError, match="not DeScore's"):
         flow_grpo.multi_score("cpu", {"descore": 1.0, "pickscore": 1.0})
+
+
+def test_flow_grpo_takes_every_setting_from_the_environment_and_sub_scores_as_named_rewards(
+    checkpoint, wan_videos, monkeypatch
+):
+    from descore_reward.errors import DeScoreInputError
+
+    videos, prompts = wan_videos
+    monkeypatch.setenv("DESCORE_MODEL", str(checkpoint))
+    monkeypatch.setenv("DESCORE_MAX_NEW_TOKENS", "6")
+    monkeypatch.setenv("DESCORE_BATCH_SIZE", "2")
+    monkeypatch.setenv("DESCORE_ON_ERROR", "fill")
+    monkeypatch.setenv("DESCORE_FILL_VALUE", "-9")
+    weights = {"descore_think": 1.0, "descore_subject": 0.5, "descore_dynamics": 0.25}
+    module = their_style_rewards_module()
+    flow_grpo.register(module)
+    calls = []
+    model = shared_model(checkpoint, "cpu")
+    original = model.score
+    model.score = lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs)
+    try:
+        details, _ = module.multi_score("cpu", weights)(videos, prompts, [{}] * len(prompts), only_strict=True)
+    finally:
+        model.score = original
+    assert len(calls) == 1 and calls[0]["think"] and calls[0]["max_new_tokens"] == 6, "one CoT per video for all"
+    assert set(details) == {*weights, "avg"} and all(len(v) == len(prompts) for v in details.values())
+    assert all(value in (0.0, 1.0, 2.0) for value in details["descore_subject"] + details["descore_dynamics"])
+    expected = [sum(w * details[n][i] for n, w in weights.items()) for i in range(len(prompts))]
+    np.testing.assert_allclose(details["avg"], expected, atol=1e-5)
+    broken = torch.cat([videos[:1] * 3.0, videos[1:]])  # values outside [0, 1]: a failed video
+    filled, _ = flow_grpo.descore_score("cpu")(broken, prompts, [{}] * len(prompts))
+    assert filled[0] == -9.0, "DESCORE_ON_ERROR and DESCORE_FILL_VALUE reached the reward"
+    with pytest.raises(ValueError, match="descore_colour"):
+        flow_grpo.think_rewards("cpu", ["descore_colour"])
+    monkeypatch.setenv("DESCORE_THINK", "perhaps")
+    with pytest.raises(DeScoreInputError, match="DESCORE_THINK='perhaps'"):
+        flow_grpo.descore_score("cpu")
 
 
 def test_descore_reward_needs_a_checkpoint_or_the_variable(checkpoint, monkeypatch):
