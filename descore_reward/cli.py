@@ -6,11 +6,14 @@ Only the standard library is imported until a command runs, so `descore --help` 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
 DTYPES = ("bfloat16", "float16", "float32")
+# File-system refusals a user can act on; written outputs are staged, so none is left half-written.
+FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
 BENCHMARK_NAMES = ("genai-bench", "in-domain", "videogen-rewardbench")  # eval_runner.BENCHMARKS' keys
 
 
@@ -369,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (CommandError, DeScoreInputError, FileNotFoundError, FileExistsError) as error:
         print(f"descore {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system said no (a full disk, no permission, read-only): name what
+        if error.errno not in FILE_SYSTEM_ERRORS:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"descore {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: where the work stopped and how to go on, not a traceback
         where = getattr(args, "interrupted", None)

@@ -115,9 +115,11 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: li
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such config file")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     fields = {field.name: field for field in dataclasses.fields(cls)}

@@ -254,3 +254,36 @@ def test_nonsense_values_stop_at_once_with_one_line(tiny_backbone_dir, checkpoin
     )
     assert resamples.returncode == 2 and "--bootstrap: expected at least 0" in resamples.stderr
     assert not out.exists(), "refused before anything is written"
+
+
+def test_file_system_refusals_are_one_line_and_a_full_disk_leaves_nothing_half_written(checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from descore_reward.synthetic import make_dataset
+
+    config = tmp_path / "config.yaml"
+    config.write_text("model: m\n")
+    if os.geteuid() != 0:  # root reads anything
+        config.chmod(0)
+        assert "cannot read it" in one_error_line(descore("train", "cold-start", "--config", config), "train")
+    data = make_dataset(tmp_path / "data", 4, seed=0)
+    out = tmp_path / "eval"
+    full_disk = (
+        "import errno, sys\n"
+        "import descore_reward.eval_runner as runner\n"
+        "def full(path, rows):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+        "runner.append_jsonl = full\n"
+        "from descore_reward import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    arguments = ["eval", "--benchmark", "in-domain", "--data", str(data), "--model", str(checkpoint), "--out", str(out)]
+    failed = subprocess.run([sys.executable, "-c", full_disk, *arguments, "--no-think"], capture_output=True, text=True)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    assert failed.stderr.strip().endswith("scores-rank0.jsonl: No space left on device")
+    assert not (out / "metrics.json").exists(), "nothing half-written"
+    rerun = descore(*arguments, "--no-think")
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "metrics.json").is_file()
