@@ -30,12 +30,17 @@ from tqdm.auto import tqdm
 
 from .atomic import append_jsonl, read_jsonl_log
 from .data import PreferencePair, pair_record, read_jsonl
+from .errors import DeScoreInputError, OutputFolderError
 from .rubrics import get_rubric
 from .video import VideoSampling, load_video
 
 
 class TeacherError(RuntimeError):
     """A teacher call that failed for good (after retries) or answered something unusable."""
+
+
+class TeacherUnreachable(DeScoreInputError):
+    """The endpoint never answered the first request of a run: no point in asking for every pair."""
 
 
 class LocalTeacher:
@@ -103,6 +108,7 @@ class EndpointTeacher:
         self.max_retries, self.backoff = max_retries, backoff
         self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
         self._last_request = 0.0
+        self.answered = False  # until the endpoint first answers, a connection failure stops the run
 
     def request_body(self, video, prompt: str) -> dict:
         """The chat-completions request for one video: its frames as images where the instruction's
@@ -139,6 +145,7 @@ class EndpointTeacher:
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    self.answered = True
                     return json.loads(response.read().decode())
             except urllib.error.HTTPError as error:
                 retryable = error.code == 429 or error.code >= 500
@@ -146,6 +153,10 @@ class EndpointTeacher:
                     raise TeacherError(f"HTTP {error.code} from {self.url}") from None
                 delay = float(error.headers.get("Retry-After") or self.backoff * 2**attempt)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                if attempt == self.max_retries and not self.answered:
+                    raise TeacherUnreachable(
+                        f"--endpoint {self.url}: unreachable ({error}); nothing was annotated"
+                    ) from None
                 if attempt == self.max_retries:
                     raise TeacherError(f"cannot reach {self.url}: {error}") from None
                 delay = self.backoff * 2**attempt
@@ -230,6 +241,12 @@ def annotate(
         raise ValueError(f"stage must be 1 or 2, got {stage}")
     pairs = read_jsonl(pairs_path)  # every bad row reported before any teacher call
     out = Path(out)
+    if out.is_dir():
+        raise OutputFolderError(f"--out {out}: is a folder; expected the JSONL file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before any teacher call: its rows go beside it
+    except OSError as error:
+        raise OutputFolderError(f"--out {out}: cannot create {out.parent} ({error.strerror or error})") from None
     rejected_path, failed_path = out.with_suffix(".rejected.jsonl"), out.with_suffix(".failed.jsonl")
     finished = _done_ids(out, rejected_path)
     todo = [pair for pair in pairs if pair.id not in finished]

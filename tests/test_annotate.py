@@ -204,3 +204,22 @@ def test_annotate_command(server, pairs, tmp_path):
     assert "kept 0, rejected 4, failed 0" in result.stdout and "kept ratio 0.000" in result.stdout
     bad = subprocess.run(command[:5] + [str(tmp_path / "missing.jsonl")] + command[6:], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.jsonl" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_unreachable_endpoint_stops_at_the_first_pair_into_a_folder_that_exists(pairs, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "new" / "folder" / "out.jsonl"
+    command = [sys.executable, "-m", "descore_reward.cli", "annotate", "--pairs", str(pairs), "--teacher", "m"]
+    command += ["--stage", "1", "--out", str(out), "--endpoint", f"http://127.0.0.1:{port}/v1", "--max-retries", "1"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "unreachable" in result.stderr and "nothing was annotated" in result.stderr
+    assert out.parent.is_dir() and not out.exists()
+    folder = subprocess.run([str(tmp_path) if a == str(out) else a for a in command], capture_output=True, text=True)
+    assert folder.returncode == 2 and "is a folder" in folder.stderr
