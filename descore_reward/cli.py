@@ -99,6 +99,7 @@ def _add_quick_look_command(commands) -> None:
 def run_quick_look(args: argparse.Namespace) -> None:
     import torch
 
+    from .modeling import check_device
     from .quick_look import QuickLook
     from .vbench import VBENCH_DIMENSIONS, results_path
 
@@ -113,6 +114,7 @@ def run_quick_look(args: argparse.Namespace) -> None:
     if not paths:
         raise CommandError(f"{', '.join(args.videos)}: no .mp4 files")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     try:
         quick_look = QuickLook(args.dimensions or VBENCH_DIMENSIONS, cache_dir=args.cache, device=device)
     except ValueError as error:

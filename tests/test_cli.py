@@ -287,3 +287,14 @@ def test_file_system_refusals_are_one_line_and_a_full_disk_leaves_nothing_half_w
     rerun = descore(*arguments, "--no-think")
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "metrics.json").is_file()
+
+
+def test_a_device_the_machine_lacks_is_one_line(checkpoint, synthetic_videos):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    score = descore("score", synthetic_videos[0], "--prompt", "x", "--model", checkpoint, "--device", "cuda")
+    assert "no CUDA GPU" in one_error_line(score, "score")
+    look = descore("quick-look", synthetic_videos[0], "--name", "n", "--out", checkpoint.parent, "--device", "cuda:3")
+    assert "no CUDA GPU" in one_error_line(look, "quick-look")
