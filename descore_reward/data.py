@@ -89,6 +89,25 @@ def read_text_file(path: Path, what: str = "data file") -> str:
         ) from None
 
 
+def jsonl_records(path: Path, text: str, problems: list[str]) -> list[tuple[int, dict]]:
+    """`(row, object)` of each non-blank line of `text`; a line that is not a JSON object goes to
+    `problems` (file:row) instead."""
+    records = []
+    for row, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"{path}:{row}: not valid JSON ({error.msg})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"{path}:{row}: expected a JSON object")
+            continue
+        records.append((row, record))
+    return records
+
+
 def csv_records(path: Path, text: str, problems: list[str]) -> tuple[list[str], list[tuple[int, dict]]]:
     """The header and `(row, record)` of each CSV row of `text`; a row with more or fewer fields than
     the header goes to `problems` (file:row) instead."""
@@ -158,20 +177,10 @@ def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = T
     text = read_text_file(path)
     pairs, problems = [], []
     required = ("id", "prompt", "video_a", "video_b", "label")
-    for row, line in enumerate(text.split("\n"), start=1):
+    for row, record in jsonl_records(path, text, problems):
         if limit is not None and len(pairs) >= limit:
             break
-        if not line.strip():
-            continue
         where = f"{path}:{row}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"{where}: not valid JSON ({error.msg})")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"{where}: expected a JSON object")
-            continue
         missing = [key for key in required if key not in record]
         if missing:
             problems.append(f"{where}: missing field(s) {missing}")
@@ -220,14 +229,7 @@ def read_manifest(path: str | Path) -> list[tuple[Path, str]]:
     text = read_text_file(path, "manifest file")
     problems, rows = [], []
     if path.suffix == ".jsonl":
-        records = []
-        for row, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((row, json.loads(line)))
-            except json.JSONDecodeError as error:
-                problems.append(f"{path}:{row}: not valid JSON ({error.msg})")
+        records = jsonl_records(path, text, problems)
     else:
         header, records = csv_records(path, text, problems)
         if not {"video", "prompt"} <= set(header):
@@ -311,29 +313,20 @@ def read_genai_bench(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such data file")
     root = Path(video_root) if video_root is not None else path.parent
+    problems = []
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet
         except ImportError:
             raise ImportError("reading parquet needs pyarrow: pip install 'descore-reward[eval]'") from None
-        records = pyarrow.parquet.read_table(path).to_pylist()
+        records = list(enumerate(pyarrow.parquet.read_table(path).to_pylist(), start=1))
     else:
-        records = []
-        for row, line in enumerate(read_text_file(path).split("\n"), start=1):
-            try:
-                records.append(json.loads(line) if line.strip() else None)
-            except json.JSONDecodeError as error:
-                raise DataError([f"{path}:{row}: not valid JSON ({error.msg})"]) from None
-    pairs, problems = [], []
-    for row, record in enumerate(records, start=1):
+        records = jsonl_records(path, read_text_file(path), problems)
+    pairs = []
+    for row, record in records:
         if limit is not None and len(pairs) >= limit:
             break
-        if record is None:  # a blank line
-            continue
         where = f"{path}:{row}"
-        if not isinstance(record, dict):
-            problems.append(f"{where}: expected a JSON object")
-            continue
         missing = [key for key in ("prompt", "left_video", "right_video", "vote_type") if key not in record]
         if missing:
             problems.append(f"{where}: missing field(s) {missing}")

@@ -14,7 +14,6 @@ with `WanPipeline.save_lora_weights`, so `WanPipeline.load_lora_weights` loads i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 from ..atomic import append_jsonl, read_jsonl_log
 from ..checkpoint import save_checkpoint
 from ..config import TrainerConfig
-from ..data import DataError, read_text_file
+from ..data import DataError, jsonl_records, read_text_file
 from ..distributed import finish_trackers, optimizer_step, step_seed
 from ..plots import plot_curves
 from .wan_generation import write_mp4_atomically
@@ -91,17 +90,7 @@ def read_dpo_pairs(path: str | Path) -> list[dict]:
     """Pairs JSONL rows with `chosen` / `rejected` resolved against the file's folder; checked up front."""
     path = Path(path)
     rows, problems = [], []
-    for number, line in enumerate(read_text_file(path, "pairs file").split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"{path}:{number}: not valid JSON ({error.msg})")
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"{path}:{number}: expected a JSON object")
-            continue
+    for number, row in jsonl_records(path, read_text_file(path, "pairs file"), problems):
         for key in ("prompt", "chosen", "rejected"):
             if key not in row:
                 problems.append(f"{path}:{number}: missing {key!r}")
