@@ -50,6 +50,7 @@ def _add_score_command(commands) -> None:
         "--manifest", help="instead of videos and --prompt: a CSV (header video,prompt) or JSONL of {video, prompt}"
     )
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory (save_pretrained)")
+    parser.add_argument("--backbone", help="where the checkpoint's backbone is on this machine, if not where it says")
     parser.add_argument("--no-think", action="store_true", help="score without generating a CoT (one prefill)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
     parser.add_argument(
@@ -138,6 +139,7 @@ def _add_eval_command(commands) -> None:
     parser.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES)
     parser.add_argument("--data", required=True, help="JSONL (in-domain), CSV (VideoGen) or JSONL/parquet (GenAI)")
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory")
+    parser.add_argument("--backbone", help="where the checkpoint's backbone is on this machine, if not where it says")
     parser.add_argument("--out", required=True, help="scores, metrics.json, table.md and table.png go here")
     parser.add_argument("--no-think", action="store_true", help="score without generating CoTs")
     parser.add_argument(
@@ -185,6 +187,7 @@ def run_eval(args: argparse.Namespace) -> None:
         bootstrap=args.bootstrap,
         name=args.name,
         dtype=_dtype(args.dtype),
+        backbone=args.backbone,
     )
     if results:
         print(render_table(results), end="")
@@ -333,7 +336,7 @@ def run_score(args: argparse.Namespace) -> None:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = DeScoreModel.from_pretrained(args.model, dtype=_dtype(args.dtype), device=device)
+    model = DeScoreModel.from_pretrained(args.model, dtype=_dtype(args.dtype), device=device, backbone=args.backbone)
     results = model.score(
         videos,
         prompts,

@@ -263,6 +263,7 @@ def evaluate(
     bootstrap: int = 0,
     name: str | None = None,
     dtype=None,
+    backbone: str | None = None,
 ) -> dict:
     """Score `benchmark` with the DeScore checkpoint `model_dir` into `out`; returns all results so far."""
     from accelerate import Accelerator
@@ -282,7 +283,7 @@ def evaluate(
     run = {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens}
     check_run(out, run)
     accelerator = Accelerator()
-    model = DeScoreModel.from_pretrained(model_dir, dtype=dtype, device=accelerator.device)
+    model = DeScoreModel.from_pretrained(model_dir, dtype=dtype, device=accelerator.device, backbone=backbone)
     if accelerator.is_main_process:
         claim_folder(out)  # one run at a time on a folder
         if not (out / RUN_FILE).exists():  # recorded once the model loaded

@@ -733,7 +733,8 @@ def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: 
     except OSError as error:  # not a folder here, not on the hub (or offline), no weights in it
         named = f"{checkpoint}: its backbone {backbone!r}" if checkpoint else f"backbone {backbone!r}"
         fix = (
-            f"; put it there, or pass from_pretrained(..., backbone=WHERE_IT_IS), or set 'backbone' in {CONFIG_NAME}"
+            f"; put it there, or give where it is (--backbone, from_pretrained(..., backbone=WHERE_IT_IS)), "
+            f"or set 'backbone' in {CONFIG_NAME}"
             if checkpoint
             else ""
         )

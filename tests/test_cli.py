@@ -298,3 +298,18 @@ def test_a_device_the_machine_lacks_is_one_line(checkpoint, synthetic_videos):
     assert "no CUDA GPU" in one_error_line(score, "score")
     look = descore("quick-look", synthetic_videos[0], "--name", "n", "--out", checkpoint.parent, "--device", "cuda:3")
     assert "no CUDA GPU" in one_error_line(look, "quick-look")
+
+
+def test_a_checkpoint_whose_backbone_moved_is_named_and_found_with_backbone(tiny_model, synthetic_videos, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "lora")  # records the backbone by its absolute path
+    config_path = tmp_path / "lora" / "descore_config.json"
+    values = json.loads(config_path.read_text())
+    here = values["backbone"]
+    config_path.write_text(json.dumps({**values, "backbone": "/on/another/machine/backbone"}))
+    lost = descore("score", synthetic_videos[0], "--prompt", "x", "--model", tmp_path / "lora", "--no-think")
+    line = one_error_line(lost, "score")
+    assert "/on/another/machine/backbone" in line and "--backbone" in line
+    found = descore(
+        "score", synthetic_videos[0], "--prompt", "x", "--model", tmp_path / "lora", "--no-think", "--backbone", here
+    )
+    assert found.returncode == 0, found.stderr

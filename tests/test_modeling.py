@@ -234,7 +234,7 @@ def test_one_path_is_one_video_and_absent_devices_or_backbones_are_named(tiny_mo
     config = json.loads(config_path.read_text())
     real_backbone = config["backbone"]
     config_path.write_text(json.dumps({**config, "backbone": str(tmp_path / "elsewhere" / "backbone")}))
-    with pytest.raises(CheckpointError, match=r"moved: its backbone .*elsewhere.* backbone=WHERE_IT_IS"):
+    with pytest.raises(CheckpointError, match=r"moved: its backbone .*elsewhere.*--backbone.*backbone=WHERE_IT_IS"):
         DeScoreModel.from_pretrained(tmp_path / "moved")
     found = DeScoreModel.from_pretrained(tmp_path / "moved", backbone=real_backbone)
     again = found.score(str(synthetic_videos[0]), "a red square", think=False)
