@@ -739,6 +739,16 @@ def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: 
             else ""
         )
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not Path(backbone).exists():
+            reason = (
+                f"HF_HUB_OFFLINE is set and {backbone!r} is not in the Hugging Face cache; fetch it where there is "
+                f"a network (`hf download {backbone}`) and copy the cache, or give a local folder"
+            )
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not Path(backbone).exists():
+            reason = (
+                f"HF_HUB_OFFLINE is set and {backbone!r} is not in the Hugging Face cache; fetch it where there is "
+                f"a network (`hf download {backbone}`) and copy the cache, or give a local folder"
+            )
         raise CheckpointError(
             f"{named} cannot be loaded: not a local folder, and the hub said: {reason}{fix}"
         ) from None

@@ -251,3 +251,17 @@ def test_thinking_shows_videos_done_and_tokens_written(tiny_model, synthetic_vid
     errors = capsys.readouterr().err
     assert "thinking" in errors and "2/2" in errors and "tokens" in errors
     assert [r.cot for r in shown] == [r.cot for r in plain], "the streamer changes nothing it watches"
+
+
+def test_an_offline_hub_id_is_named_with_how_to_get_it(tmp_path):
+    """HF_HUB_OFFLINE is read when huggingface_hub is imported: set it for a fresh process, as a user does."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from descore_reward.modeling import DeScoreModel\nDeScoreModel.from_backbone('nobody/no-such-model')\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("descore_reward.errors.CheckpointError: backbone 'nobody/no-such-model'")
+    assert "HF_HUB_OFFLINE is set" in last and "hf download nobody/no-such-model" in last
