@@ -238,7 +238,7 @@ def annotate(
     format (the teacher must be asked with the same rubric); see the module doc."""
     judge = get_rubric(rubric)
     if stage not in (1, 2):
-        raise ValueError(f"stage must be 1 or 2, got {stage}")
+        raise DeScoreInputError(f"stage must be 1 or 2, got {stage}")
     pairs = read_jsonl(pairs_path)  # every bad row reported before any teacher call
     out = Path(out)
     if out.is_dir():

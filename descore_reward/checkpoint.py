@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_directory
+from .errors import DeScoreInputError
 
 STATE_NAME = "trainer_state.json"
 
@@ -59,10 +60,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in weights]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks trainable parameters {missing[:5]}; was the config changed?")
+        raise DeScoreInputError(f"{path}: checkpoint lacks trainable parameters {missing[:5]}; was the config changed?")
     unknown = sorted(set(weights) - set(trainable))
     if unknown:
-        raise ValueError(
+        raise DeScoreInputError(
             f"{path}: checkpoint holds parameters the model does not train {unknown[:5]}; was the config changed?"
         )
     model.load_state_dict(weights, strict=False)

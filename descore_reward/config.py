@@ -16,6 +16,8 @@ from typing import TypeVar
 
 import yaml
 
+from .errors import DeScoreInputError
+
 Config = TypeVar("Config")
 
 # A plain optimizer step with no loss scaling: fp16 is not offered.
@@ -50,9 +52,9 @@ class TrainerConfig:
     def __post_init__(self):
         check_values(self)
         if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
+            raise DeScoreInputError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         if self.save_every < 1 or self.keep_checkpoints < 1:
-            raise ValueError(
+            raise DeScoreInputError(
                 f"save_every and keep_checkpoints must be at least 1, got {self.save_every} and {self.keep_checkpoints}"
             )
 
@@ -78,7 +80,7 @@ def check_values(config) -> None:
         if problem is None and isinstance(value, (int, float)) and not isinstance(value, bool):
             problem = _range_problem(field.name, value)
         if problem:
-            raise ValueError(f"config key {field.name!r}: {problem}, got {value!r}")
+            raise DeScoreInputError(f"config key {field.name!r}: {problem}, got {value!r}")
 
 
 def _type_problem(value, allowed: tuple) -> str | None:
@@ -117,29 +119,29 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: li
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+            raise DeScoreInputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         except OSError as error:
-            raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
+            raise DeScoreInputError(f"{path}: cannot read it ({error.strerror or error})") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+            raise DeScoreInputError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     fields = {field.name: field for field in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = _renamed(cls, values, str(path))
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"{path}: unknown config key(s) {unknown}; known keys: {sorted(fields)}")
+        raise DeScoreInputError(f"{path}: unknown config key(s) {unknown}; known keys: {sorted(fields)}")
     for override in overrides or []:
         key, separator, value = override.partition("=")
         key = next(iter(_renamed(cls, {key: None}, f"override {override!r}")))
         if not separator or key not in fields:
-            raise ValueError(f"override {override!r}: expected key=value with key one of {sorted(fields)}")
+            raise DeScoreInputError(f"override {override!r}: expected key=value with key one of {sorted(fields)}")
         values[key] = _parse_override(value, hints[key])
     for key, value in values.items():  # YAML 1.1 reads 2e-5 as a string and 3 as an int
         if hints[key] in (float, float | None) and value is not None and not isinstance(value, bool):
             try:
                 values[key] = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"config key {key!r}: expected a number, got {value!r}") from None
+                raise DeScoreInputError(f"config key {key!r}: expected a number, got {value!r}") from None
     return cls(**values)
 
 

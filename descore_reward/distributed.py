@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .atomic import claim_folder, release_folder
+from .errors import DeScoreInputError
 
 
 def step_seed(seed: int, step: int, process_index: int) -> int:
@@ -41,7 +42,7 @@ def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to
     accelerator = Accelerator(mixed_precision=mixed_precision, log_with=report_to, project_dir=str(output_dir))
     sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
     if accelerator.distributed_type in sharded:
-        raise ValueError(
+        raise DeScoreInputError(
             f"accelerate is configured for {accelerator.distributed_type.value}; the trainers run plain data "
             "parallelism (every process holds the whole model): launch with `accelerate launch --multi_gpu` "
             "or `--config_file examples/configs/accelerate_ddp.yaml` (README: Scaling out)"

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .atomic import append_jsonl, atomic_write_text, claim_folder, read_jsonl_log, release_folder
 from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
-from .errors import OutputFolderError
+from .errors import DeScoreInputError, OutputFolderError
 from .evaluation import preference_metrics
 from .plots import save_figure
 
@@ -141,7 +141,7 @@ def pair_margins(pairs: list[PreferencePair], scores: dict[str, dict], name: str
         for video in (pair.video_a, pair.video_b):
             row = scores.get(score_key(video, pair.prompt))
             if row is None or row.get("reward") is None:
-                raise ValueError(f"{name}: no score for {video} with the prompt of {pair.source}")
+                raise DeScoreInputError(f"{name}: no score for {video} with the prompt of {pair.source}")
             rewards.append(float(row["reward"]))
         margins.append(rewards[0] - rewards[1])
     return np.asarray(margins)
@@ -240,7 +240,7 @@ def load_benchmark(
 ) -> list[PreferencePair]:
     """Read and validate a benchmark file (every problem reported before any scoring)."""
     if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARKS)}")
+        raise DeScoreInputError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARKS)}")
     if benchmark == "genai-bench":
         return read_genai_bench(data, video_root=video_root, limit=limit)
     if benchmark == "videogen-rewardbench":

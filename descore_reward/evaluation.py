@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import DeScoreInputError
+
 
 @dataclass(frozen=True)
 class TieAccuracy:
@@ -34,16 +36,16 @@ def _check(labels: Sequence[int], margins: Sequence[float]) -> tuple[np.ndarray,
     h = np.asarray(labels)
     m = np.asarray(margins, dtype=np.float64)
     if h.ndim != 1 or m.ndim != 1:
-        raise ValueError(f"labels and margins must be 1-D, got shapes {h.shape} and {m.shape}")
+        raise DeScoreInputError(f"labels and margins must be 1-D, got shapes {h.shape} and {m.shape}")
     if len(h) != len(m):
-        raise ValueError(f"labels and margins differ in length: {len(h)} vs {len(m)}")
+        raise DeScoreInputError(f"labels and margins differ in length: {len(h)} vs {len(m)}")
     if len(h) == 0:
-        raise ValueError("no pairs: labels and margins are empty")
+        raise DeScoreInputError("no pairs: labels and margins are empty")
     bad = ~np.isin(h, (-1, 0, 1))
     if bad.any():
-        raise ValueError(f"labels must be -1, 0 or 1; pair {int(np.argmax(bad))} has {h[bad][0]!r}")
+        raise DeScoreInputError(f"labels must be -1, 0 or 1; pair {int(np.argmax(bad))} has {h[bad][0]!r}")
     if np.isnan(m).any():
-        raise ValueError(f"margin of pair {int(np.argmax(np.isnan(m)))} is NaN")
+        raise DeScoreInputError(f"margin of pair {int(np.argmax(np.isnan(m)))} is NaN")
     return h.astype(np.int64), m
 
 
@@ -52,7 +54,7 @@ def accuracy_without_ties(labels: Sequence[int], margins: Sequence[float]) -> fl
     h, m = _check(labels, margins)
     decided = h != 0
     if not decided.any():
-        raise ValueError("accuracy without ties is undefined: every pair is a human tie")
+        raise DeScoreInputError("accuracy without ties is undefined: every pair is a human tie")
     return float(np.mean(h[decided] * m[decided] > 0))
 
 

@@ -16,6 +16,8 @@ import torch
 from transformers import LogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
+from .errors import DeScoreInputError
+
 
 class PrivateSampler(LogitsProcessor):
     """Temperature and nucleus (top-p) sampling from a generator of its own.
@@ -27,9 +29,9 @@ class PrivateSampler(LogitsProcessor):
 
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None):
         if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise DeScoreInputError(f"temperature must be positive, got {temperature}")
         if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+            raise DeScoreInputError(f"top_p must lie in (0, 1], got {top_p}")
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.generator: torch.Generator | None = None
 

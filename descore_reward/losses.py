@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .errors import DeScoreInputError
+
 
 def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
     """`-log sigmoid(r_w - r_l)`, averaged over pairs."""
@@ -34,7 +36,7 @@ def rao_kupper_probabilities(margin: torch.Tensor, theta: float) -> tuple[torch.
     P(tie) = (theta^2 - 1) sigmoid(d - ln theta) sigmoid(-d - ln theta). The three sum to one.
     """
     if not theta > 1.0:
-        raise ValueError(f"theta must be greater than 1, got {theta}")
+        raise DeScoreInputError(f"theta must be greater than 1, got {theta}")
     log_theta = math.log(theta)
     p_a = torch.sigmoid(margin - log_theta)
     p_b = torch.sigmoid(-margin - log_theta)

@@ -85,11 +85,13 @@ class DeScoreConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown DeScore config keys {unknown}; expected some of {sorted(known)}")
+            raise DeScoreInputError(
+                f"{source}: unknown DeScore config keys {unknown}; expected some of {sorted(known)}"
+            )
         if isinstance(values.get("sampling"), dict):
             values["sampling"] = VideoSampling(**values["sampling"])
         elif "sampling" in values:
-            raise ValueError(f"{source}: sampling must be a mapping of VideoSampling fields")
+            raise DeScoreInputError(f"{source}: sampling must be a mapping of VideoSampling fields")
         return cls(**values)
 
 
@@ -265,7 +267,9 @@ class DeScoreModel(nn.Module):
         adapter if any, the vision tower when it trained (and the backbone is not written whole), and
         with `include_backbone` (full fine-tunes) the backbone and processor."""
         if include_backbone and isinstance(self.backbone, PeftModel):
-            raise ValueError("include_backbone=True with a LoRA adapter: merge it first, or save only the adapter")
+            raise DeScoreInputError(
+                "include_backbone=True with a LoRA adapter: merge it first, or save only the adapter"
+            )
         config = dataclasses.replace(self.config, instruction_template=self.rubric.instruction_template)
         config = dataclasses.replace(config, backbone=BACKBONE_DIR) if include_backbone else config
         with atomic_directory(path, marker=CONFIG_NAME) as staging:
@@ -395,14 +399,18 @@ class DeScoreModel(nn.Module):
         videos = [self._to_temporal_patch(video) for video in self.load_videos(videos)]
         cots = list(cots) if cots is not None else [None] * len(videos)
         if not len(videos) == len(prompts) == len(cots):
-            raise ValueError(f"got {len(videos)} videos, {len(prompts)} prompts and {len(cots)} CoTs; expected equal")
+            raise DeScoreInputError(
+                f"got {len(videos)} videos, {len(prompts)} prompts and {len(cots)} CoTs; expected equal"
+            )
         texts = []
         for index, (prompt, cot) in enumerate(zip(prompts, cots, strict=True)):
             for name, text in (("prompts", prompt), ("cots", cot)):
                 if text is not None and not isinstance(text, str):
-                    raise TypeError(f"{name}[{index}]: expected a string, got {type(text).__name__}")
+                    raise DeScoreInputError(f"{name}[{index}]: expected a string, got {type(text).__name__}")
                 if text and self.config.reward_token in text:
-                    raise ValueError(f"{name}[{index}]: contains the reserved token {self.config.reward_token!r}")
+                    raise DeScoreInputError(
+                        f"{name}[{index}]: contains the reserved token {self.config.reward_token!r}"
+                    )
             suffix = self.config.reward_token if append_reward_token else ""
             texts.append(self.chat_prefix(prompt) + (cot or "") + suffix)
         sampling = self.config.sampling
@@ -424,7 +432,7 @@ class DeScoreModel(nn.Module):
         """Rewards `(B,)` from prepared inputs holding exactly one `<reward>` per row (any padding side)."""
         is_reward = inputs["input_ids"] == self.reward_token_id
         if not bool((is_reward.sum(1) == 1).all()):
-            raise ValueError(f"every row must hold exactly one {self.config.reward_token} token")
+            raise RuntimeError(f"every row must hold exactly one {self.config.reward_token} token")
         hidden = self.language_backbone(**inputs).last_hidden_state  # (B, L, hidden)
         reward_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), is_reward.int().argmax(1)]
         return self.head(reward_hidden.float())
@@ -538,9 +546,11 @@ class DeScoreModel(nn.Module):
         videos = [videos] if isinstance(videos, (str, os.PathLike)) else videos  # one path is one video
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
-            raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
+            raise DeScoreInputError(
+                f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video"
+            )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
         videos = self.check_videos(videos)
         generation = dict(
             max_new_tokens=max_new_tokens or self.rubric.max_new_tokens,

@@ -35,6 +35,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
+from .errors import DeScoreInputError
 from .vbench import VBENCH_DIMENSIONS, write_results
 
 # Where VBench keeps each dimension's weights, under its cache folder.
@@ -134,7 +135,7 @@ class QuickLook:
     ):
         unknown = sorted(set(dimensions) - set(VBENCH_DIMENSIONS))
         if unknown:
-            raise ValueError(f"dimensions {unknown}: expected some of {list(VBENCH_DIMENSIONS)}")
+            raise DeScoreInputError(f"dimensions {unknown}: expected some of {list(VBENCH_DIMENSIONS)}")
         self.dimensions = list(dimensions)
         self.cache = vbench_cache_dir(cache_dir)
         missing = [name for d in self.dimensions for name in CACHE_FILES[d] if not (self.cache / name).is_file()]
@@ -188,7 +189,9 @@ class QuickLook:
     def score(self, frames: torch.Tensor, fps: float) -> dict[str, float]:
         """The chosen dimensions of one video, uint8 `(T, 3, H, W)` at `fps` (dynamic degree: 1.0 or 0.0)."""
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3 or len(frames) < 2:
-            raise ValueError(f"frames: expected uint8 (T >= 2, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+            raise DeScoreInputError(
+                f"frames: expected uint8 (T >= 2, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
+            )
         return {d: float(getattr(self, f"_{d}")(frames, fps)) for d in self.dimensions}
 
     def score_file(self, path: str | os.PathLike) -> dict[str, float]:

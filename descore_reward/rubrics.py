@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import prompts
+from .errors import DeScoreInputError
 
 NOT_APPLICABLE = "N/A"
 PROMPT_PLACEHOLDER = "{prompt}"
@@ -70,12 +71,12 @@ class RolloutRewardConfig:
 
     def __post_init__(self):
         if self.length_unit not in ("characters", "tokens"):
-            raise ValueError(f"length_unit must be 'characters' or 'tokens', got {self.length_unit!r}")
+            raise DeScoreInputError(f"length_unit must be 'characters' or 'tokens', got {self.length_unit!r}")
         if self.answer_parsing not in ("exact", "lenient"):
-            raise ValueError(f"answer_parsing must be 'exact' or 'lenient', got {self.answer_parsing!r}")
+            raise DeScoreInputError(f"answer_parsing must be 'exact' or 'lenient', got {self.answer_parsing!r}")
         thresholds = [threshold for threshold, _ in self.length_levels]
         if thresholds != sorted(thresholds):
-            raise ValueError(f"length_levels must have ascending thresholds, got {self.length_levels}")
+            raise DeScoreInputError(f"length_levels must have ascending thresholds, got {self.length_levels}")
 
     def length_reward(self, length: float) -> float:
         value = 0.0
@@ -99,9 +100,11 @@ class Rubric:
 
     def __post_init__(self):
         if PROMPT_PLACEHOLDER not in self.instruction_template:
-            raise ValueError(f"an instruction template must contain {PROMPT_PLACEHOLDER} where the prompt goes")
+            raise DeScoreInputError(f"an instruction template must contain {PROMPT_PLACEHOLDER} where the prompt goes")
         if self.instruction_template.count(VIDEO_PLACEHOLDER) > 1:
-            raise ValueError(f"an instruction template may contain {VIDEO_PLACEHOLDER} once, where the video goes")
+            raise DeScoreInputError(
+                f"an instruction template may contain {VIDEO_PLACEHOLDER} once, where the video goes"
+            )
 
     def instruction(self, prompt: str) -> str:
         """The instruction text for `prompt` (a `<video>` marker, if any, left in place)."""
@@ -132,7 +135,7 @@ class Rubric:
     def judge_answer(self, text: str, truth: dict, parsing: str) -> tuple[float, float]:
         """The format and quality terms of one rollout, its answer read the `parsing` way."""
         if parsing != "lenient":
-            raise ValueError(f"the {self.name!r} rubric reads answers only the lenient way, not {parsing!r}")
+            raise DeScoreInputError(f"the {self.name!r} rubric reads answers only the lenient way, not {parsing!r}")
         answer = self.parse(text)
         return float(answer.well_formed), self.quality_reward(answer, truth)
 
@@ -364,5 +367,5 @@ RUBRICS: dict[str, type[Rubric]] = {"descore": DeScoreRubric, "likert5": Likert5
 def get_rubric(name: str, instruction_template: str | None = None) -> Rubric:
     """The built-in rubric `name`, with its own instruction or `instruction_template`."""
     if name not in RUBRICS:
-        raise ValueError(f"unknown rubric {name!r}; expected one of {sorted(RUBRICS)}")
+        raise DeScoreInputError(f"unknown rubric {name!r}; expected one of {sorted(RUBRICS)}")
     return RUBRICS[name]() if instruction_template is None else RUBRICS[name](instruction_template)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text
+from .errors import DeScoreInputError
 
 # The five VBench dimensions of the paper's table, in its order.
 VBENCH_DIMENSIONS = (
@@ -60,9 +61,9 @@ def read_results(path: str | Path, name: str | None = None) -> RunResults:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such results file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a VBench results file (invalid JSON: {error})") from None
+        raise DeScoreInputError(f"{path}: not a VBench results file (invalid JSON: {error})") from None
     if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{path}: expected {{dimension: [aggregate, per-video results]}}")
+        raise DeScoreInputError(f"{path}: expected {{dimension: [aggregate, per-video results]}}")
     aggregates, videos = {}, {}
     for dimension, entry in raw.items():
         try:
@@ -71,7 +72,7 @@ def read_results(path: str | Path, name: str | None = None) -> RunResults:
             videos[dimension] = {Path(row["video_path"]).name: float(row["video_results"]) / scale for row in rows}
             aggregates[dimension] = float(aggregate)
         except (TypeError, ValueError, KeyError):
-            raise ValueError(
+            raise DeScoreInputError(
                 f"{path}: dimension {dimension!r}: expected [aggregate, [{{'video_path', 'video_results'}}, ...]]"
             ) from None
     return RunResults(name or path.name.removesuffix("_eval_results.json"), aggregates, videos)
@@ -135,10 +136,12 @@ def bootstrap_gain(
     of each drawn prompt enter the two means."""
     for results in (run, baseline):
         if dimension not in results.videos:
-            raise ValueError(f"run {results.name!r} has no {dimension!r} results")
+            raise DeScoreInputError(f"run {results.name!r} has no {dimension!r} results")
     shared = sorted(set(run.videos[dimension]) & set(baseline.videos[dimension]))
     if not shared:
-        raise ValueError(f"runs {run.name!r} and {baseline.name!r} share no {dimension!r} videos (compare file names)")
+        raise DeScoreInputError(
+            f"runs {run.name!r} and {baseline.name!r} share no {dimension!r} videos (compare file names)"
+        )
     prompts = sorted({prompt_of(video) for video in shared})
     index = {prompt: i for i, prompt in enumerate(prompts)}
     which = np.array([index[prompt_of(video)] for video in shared])
@@ -162,7 +165,7 @@ def compare(runs: dict[str, RunResults], baseline: str = "baseline", resamples: 
     results file's aggregate), the paper's (None where the paper has no such row) and, for runs other
     than `baseline`, the gain over it with a 95% paired bootstrap interval and whether 0 lies inside."""
     if baseline not in runs:
-        raise ValueError(f"no results for the baseline run {baseline!r}; have {sorted(runs)}")
+        raise DeScoreInputError(f"no results for the baseline run {baseline!r}; have {sorted(runs)}")
     table = {}
     for name, results in runs.items():
         row = {}

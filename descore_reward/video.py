@@ -55,13 +55,17 @@ class VideoSampling:
 
     def __post_init__(self):
         if not self.fps > 0 or not self.input_fps > 0:
-            raise ValueError(f"VideoSampling: fps and input_fps must be positive, got {self.fps}, {self.input_fps}")
+            raise DeScoreInputError(
+                f"VideoSampling: fps and input_fps must be positive, got {self.fps}, {self.input_fps}"
+            )
         if not 1 <= self.min_frames <= self.max_frames:
-            raise ValueError(
+            raise DeScoreInputError(
                 f"VideoSampling: need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}"
             )
         if not 0 < self.min_pixels_per_frame <= self.max_pixels_per_frame <= self.max_total_pixels:
-            raise ValueError("VideoSampling: need 0 < min_pixels_per_frame <= max_pixels_per_frame <= max_total_pixels")
+            raise DeScoreInputError(
+                "VideoSampling: need 0 < min_pixels_per_frame <= max_pixels_per_frame <= max_total_pixels"
+            )
 
 
 @dataclass

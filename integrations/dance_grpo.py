@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import DeScoreInputError
 from ..modeling import DeScoreModel
 from .reward import DeScoreReward
 
@@ -64,7 +65,7 @@ class VideoAlignStyleInferencer:
         fill_value: float | str = "below",
     ):
         if fill_value != "below" and not isinstance(fill_value, (int, float)):
-            raise ValueError(f'fill_value must be "below" or a number, got {fill_value!r}')
+            raise DeScoreInputError(f'fill_value must be "below" or a number, got {fill_value!r}')
         self.reward_fn = DeScoreReward(model, think=think, device=device, dtype=dtype, on_error="raise")
         self.raise_errors, self.fill_value = raise_errors, fill_value
         self.failures = 0
@@ -80,7 +81,7 @@ class VideoAlignStyleInferencer:
         use_norm: bool = True,
     ) -> list[dict[str, float]]:
         if fps is not None and num_frames is not None:
-            raise ValueError("fps and num_frames: give one of them (VideoAlign refuses both too)")
+            raise DeScoreInputError("fps and num_frames: give one of them (VideoAlign refuses both too)")
         sampling = self.reward_fn.sampling
         if fps is not None:
             sampling = dataclasses.replace(sampling, fps=fps)

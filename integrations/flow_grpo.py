@@ -88,7 +88,7 @@ def think_rewards(device: str | torch.device, names: list[str]) -> Callable:
     unknown = [n for n in names if n != "descore_think" and n.removeprefix("descore_") not in dimensions]
     if unknown:
         expected = ["descore_think", *(f"descore_{d}" for d in dimensions)]
-        raise ValueError(f"rewards {unknown}: this checkpoint's rubric has {expected}")
+        raise DeScoreInputError(f"rewards {unknown}: this checkpoint's rubric has {expected}")
 
     def score(images, prompts, metadata):
         scores, info = reward(images, prompts, metadata)
@@ -116,7 +116,7 @@ def multi_score(device, score_dict: dict[str, float], fallback: Callable | None 
     ours = {name: weight for name, weight in score_dict.items() if is_descore_name(name)}
     theirs = {name: weight for name, weight in score_dict.items() if name not in ours}
     if theirs and fallback is None:
-        raise ValueError(f"rewards {sorted(theirs)} are not DeScore's; pass Flow-GRPO's multi_score as fallback")
+        raise DeScoreInputError(f"rewards {sorted(theirs)} are not DeScore's; pass Flow-GRPO's multi_score as fallback")
     their_fn = fallback(device, theirs) if theirs else None
     plain_fn = descore_score(device) if "descore" in ours else None
     thinking = [name for name in ours if name != "descore"]

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import save_checkpoint
 from ..config import TrainerConfig
 from ..distributed import finish_trackers, optimizer_step, step_seed
+from ..errors import DeScoreInputError
 from ..losses import group_advantages
 from ..plots import plot_curves
 from .wan_lora import reference_transformer, save_lora, start_lora_training
@@ -211,14 +212,14 @@ class LongcatGRPOConfig(TrainerConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.group_size < 2:
-            raise ValueError(
+            raise DeScoreInputError(
                 f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
             )
         if self.kl_form not in ("flow_grpo", "gaussian"):
-            raise ValueError(f"kl_form must be 'flow_grpo' or 'gaussian', got {self.kl_form!r}")
+            raise DeScoreInputError(f"kl_form must be 'flow_grpo' or 'gaussian', got {self.kl_form!r}")
         videos = self.prompts_per_step * self.group_size
         if not 1 <= self.updates_per_batch <= videos:
-            raise ValueError(
+            raise DeScoreInputError(
                 f"updates_per_batch must lie in [1, prompts_per_step * group_size = {videos}], "
                 f"got {self.updates_per_batch}"
             )
@@ -262,9 +263,9 @@ def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int
     Under `accelerate launch` each process samples its own prompts and groups and the gradients are
     averaged. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
     if not config.prompts:
-        raise ValueError("prompts: expected at least one prompt")
+        raise DeScoreInputError("prompts: expected at least one prompt")
     if reward_fn is None and config.reward_model is None:
-        raise ValueError("reward_model: expected a DeScore checkpoint (or pass reward_fn to train)")
+        raise DeScoreInputError("reward_model: expected a DeScore checkpoint (or pass reward_fn to train)")
     fresh_state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
     accelerator, pipeline, optimizer, state = start_lora_training(config, model, "descore-longcat-grpo", fresh_state)
     if reward_fn is None:

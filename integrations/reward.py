@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DeScoreInputError
 from ..modeling import DeScoreModel
 from ..video import Video, VideoInputError, VideoSampling, load_video
 
@@ -109,9 +109,9 @@ class DeScoreReward:
             )
             input_fps = fps if input_fps is None else input_fps
         if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+            raise DeScoreInputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(model, DeScoreModel):
             self.model = model.eval()
         else:
@@ -134,7 +134,9 @@ class DeScoreReward:
         videos = split_batch(videos)
         prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
         if len(prompts) != len(videos):
-            raise ValueError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
+            raise DeScoreInputError(
+                f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video"
+            )
         if self.input_fps_given and any(isinstance(video, (str, os.PathLike)) for video in videos):
             warnings.warn("input_fps applies to in-memory videos only: files keep their own frame rate", stacklevel=2)
         loaded: list[Video | None] = []
@@ -180,7 +182,7 @@ class WeightedRewards:
 
     def __init__(self, rewards: dict[str, tuple[RewardFn, float]]):
         if not rewards:
-            raise ValueError("WeightedRewards needs at least one reward function")
+            raise DeScoreInputError("WeightedRewards needs at least one reward function")
         self.rewards = rewards
 
     def __call__(self, videos, prompts, metadata=None):

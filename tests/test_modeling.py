@@ -155,12 +155,14 @@ def test_save_never_clobbers_foreign_directories(tiny_model, tmp_path):
 
 
 def test_bad_arguments_are_named(tiny_model, tmp_path):
+    from descore_reward.errors import DeScoreInputError
+
     video = two_videos()[0]
-    with pytest.raises(ValueError, match=r"prompts\[0\]: contains the reserved token"):
+    with pytest.raises(DeScoreInputError, match=r"prompts\[0\]: contains the reserved token"):
         tiny_model.score([video], ["please <reward> me"], think=False)
-    with pytest.raises(ValueError, match="one prompt per video"):
+    with pytest.raises(DeScoreInputError, match="one prompt per video"):
         tiny_model.score([video, video], ["a", "b", "c"], think=False)
-    with pytest.raises(TypeError, match=r"cots\[0\]: expected a string"):
+    with pytest.raises(DeScoreInputError, match=r"cots\[0\]: expected a string"):
         tiny_model([video], ["a"], cots=[3])
     with pytest.raises(VideoInputError, match=r"videos\[1\]: expected 4 dimensions"):
         tiny_model.score([video, video[0]], ["a", "b"], think=False)

@@ -29,6 +29,7 @@ from ..checkpoint import resume, save_checkpoint
 from ..config import TrainerConfig
 from ..data import DataError, PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
 from ..distributed import data_parallel_accelerator, finish_trackers, optimizer_step
+from ..errors import DeScoreInputError
 from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
@@ -100,36 +101,42 @@ class ColdStartConfig(TrainerConfig):
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.p_mask <= 1.0:
-            raise ValueError(f"p_mask must lie in [0, 1], got {self.p_mask}")
+            raise DeScoreInputError(f"p_mask must lie in [0, 1], got {self.p_mask}")
         if self.loss not in ("bt", "rao_kupper"):
-            raise ValueError(f"loss must be 'bt' or 'rao_kupper', got {self.loss!r}")
+            raise DeScoreInputError(f"loss must be 'bt' or 'rao_kupper', got {self.loss!r}")
         if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
-            raise ValueError(
+            raise DeScoreInputError(
                 f"batch_size {self.batch_size} must be a positive multiple of micro_batch_size {self.micro_batch_size}"
             )
         if self.lora and self.adapt_vision and self.train_vision:
-            raise ValueError("adapt_vision and train_vision: the vision tower gets LoRA or trains fully, not both")
+            raise DeScoreInputError(
+                "adapt_vision and train_vision: the vision tower gets LoRA or trains fully, not both"
+            )
         if self.mask_per not in ("pair", "sequence"):
-            raise ValueError(f"mask_per must be 'pair' or 'sequence', got {self.mask_per!r}")
+            raise DeScoreInputError(f"mask_per must be 'pair' or 'sequence', got {self.mask_per!r}")
         if self.lr_scheduler not in ("cosine", "constant_with_warmup"):
-            raise ValueError(f"lr_scheduler must be 'cosine' or 'constant_with_warmup', got {self.lr_scheduler!r}")
+            raise DeScoreInputError(
+                f"lr_scheduler must be 'cosine' or 'constant_with_warmup', got {self.lr_scheduler!r}"
+            )
         if self.instruction_file is not None and not Path(self.instruction_file).is_file():
             raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
         known = {f.name for f in dataclasses.fields(VideoSampling)}
         unknown = sorted(set(self.sampling) - known)
         if unknown:
-            raise ValueError(f"config key 'sampling': unknown key(s) {unknown}; expected some of {sorted(known)}")
+            raise DeScoreInputError(
+                f"config key 'sampling': unknown key(s) {unknown}; expected some of {sorted(known)}"
+            )
         try:
             VideoSampling(**self.sampling)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"config key 'sampling': {error}") from None
+            raise DeScoreInputError(f"config key 'sampling': {error}") from None
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
     """Micro-batches each process accumulates per optimizer step, so that a step sees `batch_size` pairs."""
     per_step = micro_batch_size * processes
     if batch_size % per_step:
-        raise ValueError(
+        raise DeScoreInputError(
             f"batch_size {batch_size} is not a multiple of micro_batch_size {micro_batch_size} x {processes} "
             f"process(es) = {per_step}: the effective batch would not be {batch_size}"
         )

@@ -36,6 +36,7 @@ from ..checkpoint import resume, save_checkpoint
 from ..config import TrainerConfig
 from ..data import DataError, PreferencePair, read_pairs
 from ..distributed import data_parallel_accelerator, epoch_batch, finish_trackers, optimizer_step, step_seed
+from ..errors import DeScoreInputError
 from ..evaluation import preference_metrics
 from ..losses import group_advantages, labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
@@ -129,18 +130,20 @@ class RLConfig(TrainerConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.group_size < 2:
-            raise ValueError(
+            raise DeScoreInputError(
                 f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
             )
         if self.pairs_per_step < 1 or self.steps < 1 or self.passes_per_batch < 1:
-            raise ValueError("pairs_per_step, steps and passes_per_batch must be at least 1")
+            raise DeScoreInputError("pairs_per_step, steps and passes_per_batch must be at least 1")
         for name in ("mini_batch_pairs", "micro_batch_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (or None), got {getattr(self, name)}")
+                raise DeScoreInputError(f"{name} must be at least 1 (or None), got {getattr(self, name)}")
         if self.loss_aggregation not in ("sequence_mean", "token_mean"):
-            raise ValueError(f"loss_aggregation must be 'sequence_mean' or 'token_mean', got {self.loss_aggregation!r}")
+            raise DeScoreInputError(
+                f"loss_aggregation must be 'sequence_mean' or 'token_mean', got {self.loss_aggregation!r}"
+            )
         if self.dual_clip is not None and self.dual_clip <= 1.0:
-            raise ValueError(f"dual_clip must be above 1 (or None), got {self.dual_clip}")
+            raise DeScoreInputError(f"dual_clip must be above 1 (or None), got {self.dual_clip}")
         if self.instruction_file is not None and not Path(self.instruction_file).is_file():
             raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
 
@@ -344,10 +347,10 @@ def rollouts_from_texts(
     group = config.group_size
     if len(texts) != 2 * len(pairs) * group:
         expected = f"{2 * len(pairs) * group} texts (2 videos x {len(pairs)} pairs x {group})"
-        raise ValueError(f"expected {expected}, got {len(texts)}")
+        raise DeScoreInputError(f"expected {expected}, got {len(texts)}")
     for index, text in enumerate(texts):
         if model.config.reward_token in text:
-            raise ValueError(f"texts[{index}]: contains the reserved token {model.config.reward_token!r}")
+            raise DeScoreInputError(f"texts[{index}]: contains the reserved token {model.config.reward_token!r}")
     tokenizer = model.processor.tokenizer
     eos = model.eos_token_ids()[0]
     token_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
