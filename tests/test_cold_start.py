@@ -108,7 +108,7 @@ def test_masks_are_drawn_per_pair_at_the_rate_and_differ_between_processes(small
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-dropout"])
-def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, tmp_path, lora):
+def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, tmp_path, lora, capsys):
     """Stopped at a checkpoint inside an epoch (step 3 of 8 per epoch): the resumed run's losses and
     weights are the uninterrupted run's, with LoRA dropout drawing from the global generator too."""
     options = dict(max_steps=6, lora=lora, lora_rank=4, lora_dropout=0.3, eval_data=None)
@@ -123,6 +123,9 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, 
 
     weights = [load_file(tmp_path / run / "checkpoint-6" / "trainable.safetensors") for run in ("straight", "resumed")]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    if lora:  # the same command once more: it says there is nothing left to do
+        capsys.readouterr()
+        assert train(interrupted)["step"] == 6 and "nothing to do" in capsys.readouterr().out
     assert not list((tmp_path / "resumed").glob(".checkpoint-*")), "no staging folders left"
 
 
