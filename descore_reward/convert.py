@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .modeling import DeScoreConfig, DeScoreModel
 from .video import VideoSampling
 
@@ -35,7 +35,7 @@ def read_official_head(path: str | os.PathLike) -> torch.Tensor:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle.UnpicklingError for anything beyond tensors, others for torn files
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        reason = first_line(error, limit=160)
         raise CheckpointError(f"{path}: not a state dict of tensors that loads safely ({reason})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]

@@ -12,3 +12,10 @@ class CheckpointError(DeScoreInputError):
 
 class OutputFolderError(DeScoreInputError):
     """An output folder that holds files this library did not write, or that it cannot read back."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of `error`'s message (at most `limit` characters), or its type's name when it has
+    none: what a one-line error can quote of a library's multi-line message."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature, LogitsProcessorList
 
 from .atomic import atomic_directory
-from .errors import CheckpointError, DeScoreInputError
+from .errors import CheckpointError, DeScoreInputError, first_line
 from .generation import PrivateSampler, TokenProgress
 from .losses import rao_kupper_probabilities
 from .rubrics import get_rubric
@@ -694,7 +694,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except Exception as error:  # safetensors raises SafetensorError or OSError on a torn or foreign file
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise CheckpointError(f"{path}: cannot read it, the file is truncated or corrupt ({reason})") from None
 
 
@@ -748,12 +748,7 @@ def _load_backbone(backbone: str, dtype: torch.dtype | None, trust_remote_code: 
             if checkpoint
             else ""
         )
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not Path(backbone).exists():
-            reason = (
-                f"HF_HUB_OFFLINE is set and {backbone!r} is not in the Hugging Face cache; fetch it where there is "
-                f"a network (`hf download {backbone}`) and copy the cache, or give a local folder"
-            )
+        reason = first_line(error)
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not Path(backbone).exists():
             reason = (
                 f"HF_HUB_OFFLINE is set and {backbone!r} is not in the Hugging Face cache; fetch it where there is "

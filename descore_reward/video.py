@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.video_utils import VideoMetadata
 
-from .errors import DeScoreInputError
+from .errors import DeScoreInputError, first_line
 
 VideoSource = str | os.PathLike | torch.Tensor | np.ndarray | list  # a list of PIL images
 
@@ -150,7 +150,7 @@ def _open_reader(path: Path):
         reader = decord.VideoReader(str(path), num_threads=1)
         return reader, len(reader), float(reader.get_avg_fps())
     except Exception as error:  # decord raises its own DECORDError and RuntimeError
-        reason = _first_line(error)
+        reason = first_line(error)
         raise VideoInputError(f"{path}: cannot open it as a video: not a video file, or truncated ({reason})") from None
 
 
@@ -171,16 +171,22 @@ def check_frame_size(height: int, width: int, name: str) -> None:
 def check_video_file(path: str | os.PathLike) -> None:
     """Open `path` as a video and decode its first frame, as every later path will; raises
     `VideoInputError` naming what is wrong (not a video, no frames, frames the backbone refuses)."""
-    path = Path(path)
+    _open_video(Path(path))
+
+
+def _open_video(path: Path):
+    """`(reader, frame count, fps, height, width)` of the video file `path`, its first frame decoded and
+    its size checked; `VideoInputError` naming what is wrong."""
     _check_path(path)
-    reader, total, _ = _open_reader(path)
+    reader, total, source_fps = _open_reader(path)
     if total == 0:
         raise VideoInputError(f"{path}: the video has no decodable frames")
     try:
         height, width = reader.next().shape[:2]
     except Exception as error:  # decord's own errors
-        raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({_first_line(error)})") from None
+        raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({first_line(error)})") from None
     check_frame_size(height, width, str(path))
+    return reader, total, source_fps, height, width
 
 
 def decode_size(height: int, width: int, max_pixels: int) -> tuple[int, int] | None:
@@ -192,25 +198,18 @@ def decode_size(height: int, width: int, max_pixels: int) -> tuple[int, int] | N
 
 
 def _load_file(path: Path, sampling: VideoSampling) -> Video:
-    _check_path(path)
-    reader, total, source_fps = _open_reader(path)
-    if total == 0:
-        raise VideoInputError(f"{path}: the video has no decodable frames")
+    reader, total, source_fps, height, width = _open_video(path)
     if not (math.isfinite(source_fps) and source_fps > 0):
         source_fps = sampling.input_fps
     indices = sample_indices(total, source_fps, sampling)
+    size = decode_size(height, width, sampling.max_pixels_per_frame)
     try:
-        height, width = reader.next().shape[:2]
-        check_frame_size(height, width, str(path))
-        size = decode_size(height, width, sampling.max_pixels_per_frame)
         if size is None:
             frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
         else:  # one full-size frame at a time, shrunk at once: memory follows the pixel cap
             frames = torch.cat([_shrink(reader.get_batch([index]).asnumpy(), size) for index in indices])
-    except VideoInputError:
-        raise
     except Exception as error:
-        raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({_first_line(error)})") from None
+        raise VideoInputError(f"{path}: decoding failed, the file may be truncated ({first_line(error)})") from None
     if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
         raise VideoInputError(f"{path}: decoding gave frames of shape {tuple(frames.shape)}, expected (T, H, W, 3)")
     frames = frames.permute(0, 3, 1, 2).contiguous()
@@ -224,11 +223,6 @@ def _shrink(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=size, mode="bilinear", antialias=True
     )
     return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
 
 
 def _channels_first(array: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
