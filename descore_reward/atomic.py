@@ -143,16 +143,24 @@ def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+b") as file:
-        size = file.seek(0, os.SEEK_END)
-        if size:
-            file.seek(max(0, size - 65536))
-            tail = file.read()
-            if not tail.endswith(b"\n"):
-                cut = tail.rfind(b"\n")
-                file.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+        file.truncate(_whole_lines_length(file))
         file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
         file.flush()
         os.fsync(file.fileno())
+
+
+def _whole_lines_length(file, block: int = 65536) -> int:
+    """The length of an open file up to and including its last newline (0 when it has none), read
+    backwards a block at a time: what is left of it once a torn last line is cut off."""
+    position = file.seek(0, os.SEEK_END)
+    while position > 0:
+        start = max(0, position - block)
+        file.seek(start)
+        cut = file.read(position - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        position = start
+    return 0
 
 
 def read_jsonl_log(path: str | os.PathLike) -> list[dict]:

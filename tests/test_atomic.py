@@ -85,6 +85,10 @@ def test_jsonl_logs_drop_a_torn_last_line_and_name_a_foreign_one(tmp_path):
     assert read_jsonl_log(log) == [{"id": 1}, {"id": "é"}]
     append_jsonl(log, [{"id": 3}])
     assert log.read_text(encoding="utf-8").splitlines() == ['{"id": 1}', '{"id": "é"}', '{"id": 3}']
+    with log.open("a") as file:  # a torn row longer than any block the cut reads at a time
+        file.write('{"id": 4, "cot": "' + "x" * 200_000)
+    append_jsonl(log, [{"id": 4}])
+    assert read_jsonl_log(log) == [{"id": 1}, {"id": "é"}, {"id": 3}, {"id": 4}]
     log.write_text('{"id": 1}\nnot json\n{"id": 2}\n')
     with pytest.raises(OutputFolderError, match=r"log.jsonl:2: not a JSON row"):
         read_jsonl_log(log)
