@@ -53,10 +53,6 @@ class TrainerConfig:
         check_values(self)
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise DeScoreInputError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
-        if self.save_every < 1 or self.keep_checkpoints < 1:
-            raise DeScoreInputError(
-                f"save_every and keep_checkpoints must be at least 1, got {self.save_every} and {self.keep_checkpoints}"
-            )
 
 
 # Values that can be zero (every other count and interval must be at least 1); rates and norms that
@@ -98,7 +94,7 @@ def _type_problem(value, allowed: tuple) -> str | None:
 def _range_problem(name: str, value: float) -> str | None:
     if not math.isfinite(value):
         return "expected a finite number"
-    if isinstance(value, int) and name not in MAY_BE_ZERO and not isinstance(value, bool) and value < 1:
+    if isinstance(value, int) and name not in MAY_BE_ZERO and value < 1:  # bools never reach here
         return "expected at least 1"
     if isinstance(value, int) and value < 0:
         return "expected at least 0"

@@ -20,6 +20,7 @@ import torch
 
 from .errors import CheckpointError, first_line
 from .modeling import DeScoreConfig, DeScoreModel
+from .rubrics import read_instruction_file
 from .video import VideoSampling
 
 OFFICIAL_REWARD_TOKEN = "<Reward>"
@@ -64,7 +65,7 @@ def convert_official(
 
     model_dir, out = Path(model_dir), Path(out)
     head = read_official_head(rm_head)  # checked before the backbone loads
-    template = Path(instruction_file).read_text(encoding="utf-8") if instruction_file is not None else None
+    template = read_instruction_file(instruction_file)
     config = DeScoreConfig(
         backbone=str(model_dir.resolve()),
         reward_token=OFFICIAL_REWARD_TOKEN,

@@ -48,11 +48,10 @@ def run(out: Path, seed: int = 0) -> list[dict]:
     print("[1/4] writing a synthetic preference dataset (512 training pairs, 64 held out) as MP4 files")
     train_data = make_dataset(out / "data" / "train", 512, seed=seed, violations=("color",), layouts=TRAIN_LAYOUTS)
     eval_data = make_dataset(out / "data" / "held_out", 64, seed=seed + 1, violations=("color",), layouts=HELD_OUT)
-    videos = len(list((out / "data").rglob("*.mp4")))
-    print(
-        f"      {videos} MP4 files; the held-out pairs' prompts and videos (a {HELD_OUT[0][0]} moving {HELD_OUT[0][1]},"
-    )
-    print(f"      a {HELD_OUT[1][0]} moving {HELD_OUT[1][1]}, in any colour) never occur in training")
+    written = len(list((out / "data").rglob("*.mp4")))
+    (shape_1, motion_1), (shape_2, motion_2) = HELD_OUT
+    print(f"      {written} MP4 files; the held-out pairs' prompts and videos (a {shape_1} moving {motion_1},")
+    print(f"      a {shape_2} moving {motion_2}, in any colour) never occur in training")
 
     print("[2/4] building a tiny random Qwen3-VL backbone (real classes, offline tokenizer)")
     build_tiny_backbone(out / "backbone", seed=seed, text=dict(hidden_size=64, intermediate_size=128))

@@ -304,6 +304,8 @@ def evaluate(
 def model_name(model_dir: str | Path) -> str:
     """A model's name in the table: its folder's, or for a trainer's `final/` or `checkpoint-N/` the run's."""
     path = Path(model_dir).resolve()
-    if path.name == "final" or path.name.startswith("checkpoint-"):
-        return f"{path.parent.name}/{path.name}" if path.name != "final" else path.parent.name
+    if path.name == "final":
+        return path.parent.name
+    if path.name.startswith("checkpoint-"):
+        return f"{path.parent.name}/{path.name}"
     return path.name

@@ -18,8 +18,10 @@ authors' exact wording. Parsers never raise.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import prompts
 from .errors import DeScoreInputError
@@ -362,6 +364,11 @@ class Likert5Rubric(Rubric):
 
 
 RUBRICS: dict[str, type[Rubric]] = {"descore": DeScoreRubric, "likert5": Likert5Rubric}
+
+
+def read_instruction_file(path: str | os.PathLike | None) -> str | None:
+    """The instruction template written in the text file `path` (UTF-8), or None without a file."""
+    return Path(path).read_text(encoding="utf-8") if path else None
 
 
 def get_rubric(name: str, instruction_template: str | None = None) -> Rubric:

@@ -34,6 +34,7 @@ from ..evaluation import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..plots import save_figure
+from ..rubrics import read_instruction_file
 from ..video import VideoSampling
 
 
@@ -104,7 +105,7 @@ class ColdStartConfig(TrainerConfig):
             raise DeScoreInputError(f"p_mask must lie in [0, 1], got {self.p_mask}")
         if self.loss not in ("bt", "rao_kupper"):
             raise DeScoreInputError(f"loss must be 'bt' or 'rao_kupper', got {self.loss!r}")
-        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
+        if self.batch_size % self.micro_batch_size:  # both are at least 1 (check_values)
             raise DeScoreInputError(
                 f"batch_size {self.batch_size} must be a positive multiple of micro_batch_size {self.micro_batch_size}"
             )
@@ -168,7 +169,7 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
     if (Path(config.model) / CONFIG_NAME).is_file():
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
     else:
-        template = Path(config.instruction_file).read_text(encoding="utf-8") if config.instruction_file else None
+        template = read_instruction_file(config.instruction_file)
         descore_config = DeScoreConfig(
             head_hidden_size=config.head_hidden_size,
             head_bias=config.head_bias,
@@ -243,7 +244,7 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     from transformers import get_scheduler
 
     output_dir = Path(config.output_dir)
-    template = Path(config.instruction_file).read_text(encoding="utf-8") if config.instruction_file else None
+    template = read_instruction_file(config.instruction_file)
     train_pairs = read_pairs(config.train_data, config.label_column, template)  # every problem reported up front
     eval_pairs = read_pairs(config.eval_data, config.label_column, template) if config.eval_data else []
     if config.loss == "bt" and not any(p.human for p in train_pairs):

@@ -41,7 +41,7 @@ from ..evaluation import preference_metrics
 from ..losses import group_advantages, labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
 from ..plots import plot_curves
-from ..rubrics import RolloutRewardConfig, Rubric, get_rubric
+from ..rubrics import RolloutRewardConfig, Rubric, get_rubric, read_instruction_file
 from ..video import load_video
 
 
@@ -128,16 +128,11 @@ class RLConfig(TrainerConfig):
     save_every: int = 10
 
     def __post_init__(self):
-        super().__post_init__()
+        super().__post_init__()  # wrong types, non-finite numbers and counts below 1 (`check_values`)
         if self.group_size < 2:
             raise DeScoreInputError(
                 f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
             )
-        if self.pairs_per_step < 1 or self.steps < 1 or self.passes_per_batch < 1:
-            raise DeScoreInputError("pairs_per_step, steps and passes_per_batch must be at least 1")
-        for name in ("mini_batch_pairs", "micro_batch_pairs"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise DeScoreInputError(f"{name} must be at least 1 (or None), got {getattr(self, name)}")
         if self.loss_aggregation not in ("sequence_mean", "token_mean"):
             raise DeScoreInputError(
                 f"loss_aggregation must be 'sequence_mean' or 'token_mean', got {self.loss_aggregation!r}"
@@ -587,7 +582,7 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     `prepare_policy` and trained in place; None loads `config.model`, which names the stage-1
     checkpoint either way (the reference adapter or the frozen reference is read from it)."""
     output_dir = Path(config.output_dir)
-    template = Path(config.instruction_file).read_text(encoding="utf-8") if config.instruction_file else None
+    template = read_instruction_file(config.instruction_file)
     pairs = read_pairs(config.train_data, template=template)  # JSONL, or the authors' stage-2 CSV
     check_truths(pairs, (model.config if model is not None else read_config(config.model)).rubric)  # before loading
     eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
