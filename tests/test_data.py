@@ -181,8 +181,18 @@ def test_the_authors_stage_one_csv(tmp_path, capsys):
     assert "skipped 1 row(s) labelled invalid" in capsys.readouterr().out
 
 
+def write_stage_two_csv(path, rows):
+    """The authors' stage-2 CSV: `(videos, problem, answer)` rows under their header."""
+    import csv
+
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["videos", "problem", "answer"])
+        writer.writerows([repr(videos), problem, answer] for videos, problem, answer in rows)
+    return path
+
+
 def test_the_authors_stage_two_csv(tmp_path):
-    import csv as csv_module
 
     from descore_reward.data import read_official_csv
 
@@ -191,12 +201,13 @@ def test_the_authors_stage_two_csv(tmp_path):
     scores_2 = {"subject": 0, "dynamics": 0, "camera": "N/A", "environment": 1, "style": 0}
     answer = json.dumps({"video_1_scores": scores_1, "video_2_scores": scores_2, "gsb_result": "Video 1 is better"})
     videos = [str(pair.video_a.relative_to(tmp_path)), str(pair.video_b.relative_to(tmp_path))]
-    path = tmp_path / "stage2.csv"
-    with path.open("w", newline="") as file:
-        writer = csv_module.writer(file)
-        writer.writerow(["videos", "problem", "answer"])
-        writer.writerow([repr(videos), f'<video> Prompt: "{pair.prompt}"', f"<answer>{answer}</answer>"])
-        writer.writerow([repr(videos), f'<video> Prompt: "{pair.prompt}"', "<answer>{not json</answer>"])
+    path = write_stage_two_csv(
+        tmp_path / "stage2.csv",
+        [
+            (videos, f'<video> Prompt: "{pair.prompt}"', f"<answer>{answer}</answer>"),
+            (videos, f'<video> Prompt: "{pair.prompt}"', "<answer>{not json</answer>"),
+        ],
+    )
     with pytest.raises(DataError, match=r"stage2.csv:3: answer must hold"):
         read_official_csv(path)
     lines = path.read_text().splitlines()
@@ -209,7 +220,6 @@ def test_the_authors_stage_two_csv(tmp_path):
 def test_stage_two_recovers_a_prompt_of_several_lines_with_the_authors_template(tmp_path):
     """Their stage-2 `problem` puts the prompt unquoted before `**Video**: <video>`: without the
     template the prompt's second line is lost; stage 2's `instruction_file` recovers it whole."""
-    import csv as csv_module
 
     from descore_reward.data import read_pairs
     from descore_reward.training import rl
@@ -220,11 +230,9 @@ def test_stage_two_recovers_a_prompt_of_several_lines_with_the_authors_template(
     scores = {"subject": 2, "dynamics": 1, "camera": "N/A", "environment": 2, "style": 0}
     answer = json.dumps({"video_1_scores": scores, "video_2_scores": scores, "gsb_result": "Video 2 is better"})
     videos = [str(pair.video_a.relative_to(tmp_path)), str(pair.video_b.relative_to(tmp_path))]
-    path = tmp_path / "stage2.csv"
-    with path.open("w", newline="") as file:
-        writer = csv_module.writer(file)
-        writer.writerow(["videos", "problem", "answer"])
-        writer.writerow([repr(videos), template.replace("{prompt}", prompt), f"<answer>{answer}</answer>"])
+    path = write_stage_two_csv(
+        tmp_path / "stage2.csv", [(videos, template.replace("{prompt}", prompt), f"<answer>{answer}</answer>")]
+    )
     assert read_pairs(path)[0].prompt == "a red square moves right", "the heuristic stops at the line's end"
     assert read_pairs(path, template=template)[0].prompt == prompt
     (tmp_path / "instruction.txt").write_text(template)

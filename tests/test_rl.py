@@ -492,19 +492,8 @@ def test_rollouts_ignore_the_backbones_sampling_settings_and_the_reference_start
     config.no_repeat_ngram_size = 2
     stage1.backbone.to(torch.bfloat16)
     stage1.save_pretrained(tmp_path / "stage1", include_backbone=True)
-    data = make_dataset(tmp_path / "data", 2, seed=0)
-    config = RLConfig(
-        model=str(tmp_path / "stage1"),
-        train_data=str(data),
-        output_dir=str(tmp_path / "rl"),
-        group_size=2,
-        pairs_per_step=1,
-        steps=1,
-        max_new_tokens=6,
-        lora=False,
-        save_every=1,
-        report_to=None,
-    )
+    stage = (tmp_path / "stage1", make_dataset(tmp_path / "data", 2, seed=0))
+    config = rl_config(stage, tmp_path / "rl", pairs_per_step=1, steps=1, lora=False, save_every=1)
     used = []
     original = GenerationMixin._get_logits_processor
 
