@@ -42,6 +42,7 @@ from descore_reward.plots import save_figure
 from descore_reward.synthetic import make_dataset
 from descore_reward.tiny import build_tiny_backbone
 from descore_reward.training import rl
+from descore_reward.training.rollouts import logprobs_and_rewards, masked_rewards, rollouts_from_texts
 from descore_reward.video import VideoSampling
 
 INSTRUCTION = 'Judge how well this video follows the prompt "{prompt}". Reason, then answer.'
@@ -74,13 +75,13 @@ def warm_up(model: DeScoreModel, pairs: list, steps: int, batch_pairs: int, seed
             for truth in truths:  # rollout 0: free text; rollout 1: the answer format 80% of the time
                 answer = model.rubric.format_answer(free_text(truth), truth)
                 texts += [free_text(truth), answer if rng.random() < 0.8 else free_text(truth)]
-        rollouts = rl.rollouts_from_texts(model, batch, texts, config)
-        logprobs, rewards = rl.sequence_logprobs_and_rewards(model, rollouts)
+        rollouts = rollouts_from_texts(model, batch, texts, config)
+        logprobs, rewards = logprobs_and_rewards(model, rollouts)
         mask = rollouts.response_mask.float()
         sft = -(logprobs * mask).sum() / mask.sum()
         labels = torch.tensor([p.human for p in batch])
         free = rewards.view(2, len(batch), 2)[:, :, 0]  # (side, pair): the free-text rollouts
-        masked = rl.masked_rewards(model, rollouts, 2).view(2, len(batch))
+        masked = masked_rewards(model, rollouts, 2).view(2, len(batch))
         loss = (
             sft
             + labelled_bradley_terry_loss(free[0], free[1], labels)
@@ -163,9 +164,9 @@ def run_seed(out: Path, seed: int, args) -> dict:
         results["arms"][arm] = state["evaluations"]
         first, last = state["evaluations"][0], state["evaluations"][-1]
         print(
-            f"  seed {seed}, {arm}: think {first['eval_think_accuracy']:.3f} -> {last['eval_think_accuracy']:.3f}, "
-            f"fast {first['eval_fast_accuracy']:.3f} -> {last['eval_fast_accuracy']:.3f}, answer format "
-            f"{first['eval_format_rate']:.2f} -> {last['eval_format_rate']:.2f} "
+            f"  seed {seed}, {arm}: think {first['think_accuracy']:.3f} -> {last['think_accuracy']:.3f}, "
+            f"fast {first['fast_accuracy']:.3f} -> {last['fast_accuracy']:.3f}, answer format "
+            f"{first['think_format_rate']:.2f} -> {last['think_format_rate']:.2f} "
             f"({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
@@ -183,7 +184,7 @@ def summarise(runs: list[dict], decided_pairs: int) -> str:
     ]
     for arm in ARMS:
         cells = []
-        for metric in ("eval_think_accuracy", "eval_fast_accuracy", "eval_format_rate"):
+        for metric in ("think_accuracy", "fast_accuracy", "think_format_rate"):
             start = np.mean([run["arms"][arm][0][metric] for run in runs])
             end = np.mean([run["arms"][arm][-1][metric] for run in runs])
             error = math.sqrt(end * (1 - end) / (seeds * decided_pairs))
@@ -200,7 +201,7 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
-    metrics = ("eval_think_accuracy", "eval_fast_accuracy", "eval_format_rate")
+    metrics = ("think_accuracy", "fast_accuracy", "think_format_rate")
     titles = ("think mode (greedy CoT)", "fast mode (CoT masked)", "greedy CoTs in the answer format")
     for axis, metric, title in zip(axes, metrics, titles):
         for arm in ARMS:

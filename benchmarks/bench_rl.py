@@ -28,9 +28,8 @@ from descore_reward.training.rl import (
     bt_on_rollouts,
     policy_update,
     prepare_policy,
-    sample_rollouts,
-    sequence_logprobs_and_rewards,
 )
+from descore_reward.training.rollouts import logprobs_and_rewards, sample_rollouts
 
 
 def main() -> None:
@@ -73,7 +72,7 @@ def main() -> None:
     def naive_update(rollouts) -> None:
         """GRPO update, then a separate scoring forward/backward for the BT loss."""
         policy_update(model, optimizer, rollouts, grpo_only)
-        rewards = sequence_logprobs_and_rewards(model, rollouts)[1]
+        rewards = logprobs_and_rewards(model, rollouts)[1]
         (config.bt_coefficient * bt_on_rollouts(rewards, rollouts.labels)[0]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

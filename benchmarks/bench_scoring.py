@@ -53,13 +53,8 @@ def timed(function, device: torch.device) -> float:
 
 def full_forward_reward(model: DeScoreModel, inputs, generated: torch.Tensor) -> torch.Tensor:
     """The naive second pass: re-run `[prompt ; cot ; <reward>]` from scratch, video included."""
-    reward_column = torch.full_like(generated[:, :1], model.reward_token_id)
-    tail = torch.cat([generated, reward_column], dim=1)
-    full = dict(inputs)
-    full["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
-    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(tail)], dim=1)
-    full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tail)], dim=1)
-    return model.rewards_from_inputs(full)
+    length = torch.full((len(generated),), generated.shape[1], device=generated.device)
+    return model.rewards_of(model.scored_sequences(inputs, generated, length))
 
 
 def main() -> None:
@@ -91,7 +86,7 @@ def main() -> None:
     prompt = Scene().prompt()
 
     def generate_only(batch=videos[:1], tokens=args.cot_tokens):
-        inputs = model.prepare_inputs(batch, [prompt] * len(batch), append_reward_token=False)
+        inputs = model.prepare_inputs(batch, [prompt] * len(batch))
         penalty = model.rubric.repetition_penalty  # as `score` decodes
         return inputs, model.generate_cots(
             inputs, max_new_tokens=tokens, min_new_tokens=tokens, repetition_penalty=penalty
@@ -114,7 +109,7 @@ def main() -> None:
     def fast(batch=videos[:1]):
         model.score(batch, prompt, think=False, batch_size=len(batch))
 
-    inputs = model.prepare_inputs(videos[:1], [prompt], append_reward_token=False)
+    inputs = model.prepare_inputs(videos[:1], [prompt])
     print(
         f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
         f"{args.dtype}, text hidden {text['hidden_size']} x {text['num_hidden_layers']} layers, "

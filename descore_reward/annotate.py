@@ -115,7 +115,7 @@ class EndpointTeacher:
         `<video>` marker is (before the instruction without one)."""
         from PIL import Image
 
-        sampled = load_video(video, VideoSampling(fps=1000.0, min_frames=1, max_frames=self.frames))
+        sampled = load_video(video, VideoSampling().spread(self.frames))
         before, after = self.rubric.instruction_around_video(prompt)
         parts = [{"type": "text", "text": before}] if before else []
         for frame in sampled.frames.permute(0, 2, 3, 1).numpy():

@@ -101,8 +101,8 @@ def run_quick_look(args: argparse.Namespace) -> None:
     import torch
 
     from .modeling import check_device
-    from .quick_look import QuickLook
-    from .vbench import VBENCH_DIMENSIONS, results_path
+    from .vbench.quick_look import QuickLook
+    from .vbench.results import VBENCH_DIMENSIONS, results_path
 
     paths = []
     for video in map(Path, args.videos):
@@ -163,7 +163,7 @@ def _add_eval_command(commands) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    from .eval_runner import evaluate, render_table
+    from .evaluation.runner import evaluate, render_table
 
     baselines = {}
     for spec in args.baseline:
@@ -195,21 +195,25 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def _add_train_command(commands) -> None:
-    parser = commands.add_parser("train", help="train DeScore")
-    stages = parser.add_subparsers(dest="stage", required=True)
-    cold_start = stages.add_parser("cold-start", help="stage 1: BT loss with random CoT masking")
-    cold_start.add_argument("--config", required=True, help="YAML file of ColdStartConfig fields")
-    cold_start.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
-    cold_start.set_defaults(run=run_train_cold_start)
-    rl = stages.add_parser("rl", help="stage 2: GRPO on the CoT plus the auxiliary BT loss")
-    rl.add_argument("--config", required=True, help="YAML file of RLConfig fields")
-    rl.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
-    rl.set_defaults(run=run_train_rl)
+    parser = commands.add_parser("train", help="train DeScore (stage 1, stage 2), or post-train Wan-2.1 with it")
+    trainers = parser.add_subparsers(dest="trainer", required=True)
+    for name, config, run, help in (
+        ("cold-start", "ColdStartConfig", run_train_cold_start, "DeScore stage 1: BT loss with random CoT masking"),
+        ("rl", "RLConfig", run_train_rl, "DeScore stage 2: GRPO on the CoT plus the auxiliary BT loss"),
+        ("flow-dpo", "FlowDPOConfig", run_train_flow_dpo, "Wan-2.1 LoRA by Flow-DPO on DeScore-labelled pairs"),
+        ("wan-grpo", "WanGRPOConfig", run_train_wan_grpo, "Wan-2.1 LoRA by GRPO with DeScore as the reward"),
+    ):
+        trainer = trainers.add_parser(name, help=help)
+        trainer.add_argument("--config", required=True, help=f"YAML file of {config} fields")
+        trainer.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
+        trainer.set_defaults(run=run)
+        if name == "wan-grpo":
+            trainer.add_argument("--prompts", help="a text file, one prompt per line (instead of the config's prompts)")
 
 
 def _training_config(cls, args: argparse.Namespace):
     """A training config from `--config` and the `key=value` overrides; a bad key is a one-line error."""
-    from .config import load_config
+    from .training.config import load_config
 
     try:
         config = load_config(cls, args.config, args.overrides)
@@ -221,7 +225,7 @@ def _training_config(cls, args: argparse.Namespace):
 
 def _where_training_stopped(output_dir: Path) -> str:
     """What an interrupted training run leaves: its newest checkpoint, and how to resume from it."""
-    from .checkpoint import checkpoints
+    from .training.checkpoint import checkpoints
 
     found = checkpoints(output_dir)
     if not found:
@@ -252,6 +256,34 @@ def run_train_cold_start(args: argparse.Namespace) -> None:
     if evaluations:
         print(f"held-out accuracy: before {evaluations[0]} after {evaluations[-1]}")
     print(f"model saved to {Path(config.output_dir) / 'final'}")
+
+
+def run_train_flow_dpo(args: argparse.Namespace) -> None:
+    from .wan.flow_dpo import FlowDPOConfig, train
+
+    config = _training_config(FlowDPOConfig, args)
+    state = train(config)
+    print(f"flow-dpo: {state['step']} steps, last loss {state['history'][-1]['loss']:.4f}")
+    print(f"LoRA saved to {Path(config.output_dir) / 'final'} (WanPipeline.load_lora_weights reads it)")
+
+
+def run_train_wan_grpo(args: argparse.Namespace) -> None:
+    from .wan.grpo import WanGRPOConfig, train
+
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise CommandError(f"--prompts {path}: no such file")
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        args.overrides = [*args.overrides, f"prompts={json.dumps(prompts)}"]
+    config = _training_config(WanGRPOConfig, args)
+    if not config.prompts:
+        raise CommandError(f"{args.config}: no prompts; give them in the config or with --prompts FILE")
+    if not config.reward_model:
+        raise CommandError(f"{args.config}: no reward_model; give a DeScore checkpoint as reward_model=PATH")
+    state = train(config)
+    print(f"wan-grpo: {state['step']} steps, last mean reward {state['history'][-1]['reward']:.4f}")
+    print(f"LoRA saved to {Path(config.output_dir) / 'final'} (WanPipeline.load_lora_weights reads it)")
 
 
 def _add_annotate_command(commands) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -52,8 +51,6 @@ class DeScoreConfig:
 
     backbone: Hugging Face id or local path of the VLM (`Qwen3VLForConditionalGeneration`-style).
     reward_token: the query token appended after the CoT.
-    head_hidden_size: None for a linear head (default); an int for a two-layer GELU MLP. The paper
-        says only "a regression head", so this is a choice.
     head_bias: whether the linear head has a bias. Off, as the authors': the Bradley-Terry loss sees
         only reward differences, so it cannot train one.
     tie_theta: Rao-Kupper theta (> 1) when the model was trained with ties; `compare` then also
@@ -66,7 +63,6 @@ class DeScoreConfig:
 
     backbone: str = "Qwen/Qwen3-VL-8B-Instruct"
     reward_token: str = "<reward>"
-    head_hidden_size: int | None = None
     head_bias: bool = False
     tie_theta: float | None = None
     sampling: VideoSampling = field(default_factory=VideoSampling)
@@ -81,7 +77,6 @@ class DeScoreConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> DeScoreConfig:
-        values = {**LEGACY_CHECKPOINT, **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -95,21 +90,13 @@ class DeScoreConfig:
         return cls(**values)
 
 
-# What a checkpoint written before these fields existed was trained with.
-LEGACY_CHECKPOINT = {"rubric": "likert5", "head_bias": True}
-
-
 class RewardHead(nn.Module):
-    """Maps the `<reward>` hidden state `(B, hidden)` to a scalar reward `(B,)`."""
+    """The regression head (linear, as the authors'): the `<reward>` hidden state `(B, hidden)` to a
+    scalar reward `(B,)`."""
 
-    def __init__(self, hidden_size: int, head_hidden_size: int | None = None, bias: bool = False):
+    def __init__(self, hidden_size: int, bias: bool = False):
         super().__init__()
-        if head_hidden_size is None:
-            self.layers = nn.Linear(hidden_size, 1, bias=bias)
-        else:
-            self.layers = nn.Sequential(
-                nn.Linear(hidden_size, head_hidden_size), nn.GELU(), nn.Linear(head_hidden_size, 1)
-            )
+        self.layers = nn.Linear(hidden_size, 1, bias=bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.layers(hidden).squeeze(-1)
@@ -166,7 +153,7 @@ class DeScoreModel(nn.Module):
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.head = RewardHead(hidden_size, config.head_hidden_size, config.head_bias)
+            self.head = RewardHead(hidden_size, config.head_bias)
         self.head.to(self.reward_embedding.device)
         self.rubric = get_rubric(config.rubric, config.instruction_template)
         # Whether the vision tower's weights differ from the backbone's: then a checkpoint without the
@@ -246,7 +233,7 @@ class DeScoreModel(nn.Module):
         if found != expected:
             raise CheckpointError(
                 f"{source}: holds tensors {_shapes(found)}, this model expects {_shapes(expected)} "
-                f"(another backbone or head_hidden_size?)"
+                f"(another backbone, or a head with a bias?)"
             )
         with torch.no_grad():
             self.reward_embedding.copy_(state["reward_embedding"])
@@ -388,34 +375,17 @@ class DeScoreModel(nn.Module):
         messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def prepare_inputs(
-        self,
-        videos: Sequence[VideoSource | Video],
-        prompts: Sequence[str],
-        cots: Sequence[str | None] | None = None,
-        append_reward_token: bool = True,
-    ) -> BatchFeature:
-        """Tokenise `[chat(video, prompt) ; cot ; <reward>]` for a batch, left-padded, on the model's device."""
+    def prepare_inputs(self, videos: Sequence[VideoSource | Video], prompts: Sequence[str]) -> BatchFeature:
+        """Tokenise `[chat(video, prompt)]`, the part every scored sequence starts with, for a batch:
+        left-padded, on the model's device."""
         videos = [self._to_temporal_patch(video) for video in self.load_videos(videos)]
-        cots = list(cots) if cots is not None else [None] * len(videos)
-        if not len(videos) == len(prompts) == len(cots):
-            raise DeScoreInputError(
-                f"got {len(videos)} videos, {len(prompts)} prompts and {len(cots)} CoTs; expected equal"
-            )
-        texts = []
-        for index, (prompt, cot) in enumerate(zip(prompts, cots, strict=True)):
-            for name, text in (("prompts", prompt), ("cots", cot)):
-                if text is not None and not isinstance(text, str):
-                    raise DeScoreInputError(f"{name}[{index}]: expected a string, got {type(text).__name__}")
-                if text and self.config.reward_token in text:
-                    raise DeScoreInputError(
-                        f"{name}[{index}]: contains the reserved token {self.config.reward_token!r}"
-                    )
-            suffix = self.config.reward_token if append_reward_token else ""
-            texts.append(self.chat_prefix(prompt) + (cot or "") + suffix)
+        if len(videos) != len(prompts):
+            raise DeScoreInputError(f"got {len(videos)} videos and {len(prompts)} prompts; expected equal")
+        for index, prompt in enumerate(prompts):
+            self._check_text(prompt, f"prompts[{index}]")
         sampling = self.config.sampling
         inputs = self.processor(
-            text=texts,
+            text=[self.chat_prefix(prompt) for prompt in prompts],
             videos=[video.frames for video in videos],
             video_metadata=[video.metadata for video in videos],
             do_sample_frames=False,
@@ -426,92 +396,65 @@ class DeScoreModel(nn.Module):
         )
         return inputs.to(self.device)
 
-    # ----------------------------------------------------------------------------------------- scoring
+    def _check_text(self, text: object, where: str) -> None:
+        if text is not None and not isinstance(text, str):
+            raise DeScoreInputError(f"{where}: expected a string, got {type(text).__name__}")
+        if text and self.config.reward_token in text:
+            raise DeScoreInputError(f"{where}: contains the reserved token {self.config.reward_token!r}")
 
-    def rewards_from_inputs(self, inputs: BatchFeature) -> torch.Tensor:
-        """Rewards `(B,)` from prepared inputs holding exactly one `<reward>` per row (any padding side)."""
-        is_reward = inputs["input_ids"] == self.reward_token_id
-        if not bool((is_reward.sum(1) == 1).all()):
-            raise RuntimeError(f"every row must hold exactly one {self.config.reward_token} token")
-        hidden = self.language_backbone(**inputs).last_hidden_state  # (B, L, hidden)
-        reward_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), is_reward.int().argmax(1)]
-        return self.head(reward_hidden.float())
+    def tokenize_cots(self, cots: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each CoT's token ids on its own, as generation writes them after the prompt: `(B, L)` right-padded,
+        and each length `(B,)`; None (a masked CoT) or "" is empty."""
+        for index, cot in enumerate(cots):
+            self._check_text(cot, f"cots[{index}]")
+        tokenizer = self.processor.tokenizer
+        ids = [tokenizer(cot, add_special_tokens=False).input_ids if cot else [] for cot in cots]
+        cot_ids = torch.full((len(ids), max(map(len, ids), default=0)), tokenizer.pad_token_id, dtype=torch.long)
+        for row, row_ids in enumerate(ids):
+            cot_ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
+        return cot_ids.to(self.device), torch.tensor([len(row_ids) for row_ids in ids], device=self.device)
 
-    # ------------------------------------------------- sequences built from token ids (stage-2 training)
-
-    def encode_videos(
-        self, videos: Sequence[VideoSource | Video], prompts: Sequence[str]
-    ) -> tuple[BatchFeature, object]:
-        """The inputs of `[chat(video, prompt)]` (left-padded, no `<reward>`) and the vision tower's
-        features of each video, computed once so that generation and every later pass reuse them."""
-        inputs = self.prepare_inputs(videos, prompts, append_reward_token=False)
-        features = self.language_backbone.get_video_features(
-            inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True
-        )
-        return inputs, features
-
-    @staticmethod
-    def select_video_features(features, rows: Sequence[int]):
-        """The vision features of the videos at `rows` (an index may repeat: one entry per sequence row)."""
-        return type(features)(
-            pooler_output=tuple(features.pooler_output[i] for i in rows),
-            deepstack_features=[tuple(layer[i] for i in rows) for layer in features.deepstack_features],
-        )
-
-    def cot_sequences(
-        self, inputs: BatchFeature, features, rows: Sequence[int], cot_ids: torch.Tensor, cot_length: torch.Tensor
+    def scored_sequences(
+        self,
+        inputs: BatchFeature,
+        cot_ids: torch.Tensor,
+        cot_length: torch.Tensor,
+        rows: Sequence[int] | None = None,
+        video_features=None,
     ) -> dict:
-        """Backbone inputs of `[prompt ; cot ; <reward>]`, features included: prompt `rows[i]` of
-        `encode_videos`' output followed by `cot_ids[i]` `(N, L)`, of which the first `cot_length[i]`
-        tokens are the CoT and the rest (an end-of-sequence token, padding) is masked out of attention,
-        so `<reward>` takes the position right after the CoT."""
-        rows_tensor = torch.as_tensor(list(rows), device=cot_ids.device)
+        """Backbone inputs of `[prompt ; cot ; <reward>]`, the one sequence DeScore scores: prompt `rows[i]`
+        of `prepare_inputs`' output (default: row i) followed by `cot_ids[i]` `(N, L)`, of which the first
+        `cot_length[i]` tokens are the CoT and the rest (an end-of-sequence token, padding) is masked out
+        of attention, so `<reward>` takes the position right after the CoT, then `<reward>`.
+
+        The videos go in as pixels, or as `video_features` (the vision tower's output for the prompts,
+        computed once and selected per row; needed when `rows` repeats a prompt)."""
+        rows = list(range(len(inputs["input_ids"]))) if rows is None else list(rows)
+        rows_tensor = torch.as_tensor(rows, device=cot_ids.device)
         prompt = {key: inputs[key][rows_tensor] for key in ("input_ids", "attention_mask", "mm_token_type_ids")}
         in_cot = torch.arange(cot_ids.shape[1], device=cot_ids.device) < cot_length[:, None]
         reward_column = cot_ids.new_full((cot_ids.shape[0], 1), self.reward_token_id)  # also when the CoT is empty
-        return {
+        sequence = {
             "input_ids": torch.cat([prompt["input_ids"], cot_ids, reward_column], dim=1),
             "attention_mask": torch.cat([prompt["attention_mask"], in_cot.long(), torch.ones_like(reward_column)], 1),
             "mm_token_type_ids": torch.cat(
                 [prompt["mm_token_type_ids"], torch.zeros_like(cot_ids), torch.zeros_like(reward_column)], 1
             ),
             "video_grid_thw": inputs["video_grid_thw"][rows_tensor],
-            "mm_encoder_outputs": {"video": self.select_video_features(features, list(rows))},
         }
+        if video_features is not None:
+            sequence["mm_encoder_outputs"] = {"video": select_video_features(video_features, rows)}
+        elif rows == list(range(len(inputs["input_ids"]))):
+            sequence["pixel_values_videos"] = inputs["pixel_values_videos"]
+        else:
+            raise ValueError("rows that select or repeat prompts need the prompts' video_features")
+        return sequence
 
-    @staticmethod
-    def select_sequences(sequence: dict, rows: torch.Tensor) -> dict:
-        """The rows `rows` of a `cot_sequences` batch."""
-        selected = {key: value[rows] for key, value in sequence.items() if torch.is_tensor(value)}
-        video = DeScoreModel.select_video_features(sequence["mm_encoder_outputs"]["video"], rows.tolist())
-        return {**selected, "mm_encoder_outputs": {"video": video}}
+    # ----------------------------------------------------------------------------------------- scoring
 
-    def cot_logprobs_and_rewards(
-        self, sequence: dict, prompt_length: int, response_length: int, temperature: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward over a `cot_sequences` batch: the log-probs `(N, response_length)` of the tokens
-        after the prompt (the distribution at `temperature`, over the tokens a CoT may hold, as
-        `generate_cots` samples it) and the rewards `(N,)` at `<reward>`."""
-        hidden = self.language_backbone(**sequence).last_hidden_state  # (N, P + L + 1, hidden)
-        start = prompt_length
-        logits = self.unwrapped_backbone.lm_head(hidden[:, start - 1 : start + response_length - 1]).float()
-        unwritable = torch.tensor(self._unwritable_token_ids(), device=logits.device)
-        logits = logits.index_fill(-1, unwritable, -math.inf)
-        targets = sequence["input_ids"][:, start : start + response_length]
-        logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-        return logprobs, self.head(hidden[:, -1].float())
-
-    def masked_rewards(self, sequence: dict, prompt_length: int, rows: torch.Tensor) -> torch.Tensor:
-        """Rewards `(len(rows),)` of `[video ; prompt ; <reward>]` (the CoT masked) for the prompts of
-        the `cot_sequences` rows `rows`: one prompt-only forward, no generation."""
-        text_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
-        prompts = {key: sequence[key][:, :prompt_length] for key in text_keys}
-        prompts["video_grid_thw"] = sequence["video_grid_thw"]
-        no_cot = sequence["input_ids"].new_zeros((len(rows), 0))
-        masked = self.cot_sequences(
-            prompts, sequence["mm_encoder_outputs"]["video"], rows.tolist(), no_cot, no_cot.new_zeros(len(rows))
-        )
-        return self.head(self.language_backbone(**masked).last_hidden_state[:, -1].float())
+    def rewards_of(self, sequences: dict) -> torch.Tensor:
+        """Rewards `(N,)` of `scored_sequences`: the head on the last-layer hidden state at `<reward>`."""
+        return self.head(self.language_backbone(**sequences).last_hidden_state[:, -1].float())
 
     def forward(
         self,
@@ -520,7 +463,10 @@ class DeScoreModel(nn.Module):
         cots: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """Rewards `(B,)`, with gradients, for `[video ; prompt ; cot or nothing ; <reward>]`."""
-        return self.rewards_from_inputs(self.prepare_inputs(videos, prompts, cots))
+        if cots is not None and len(cots) != len(prompts):
+            raise DeScoreInputError(f"got {len(prompts)} prompts and {len(cots)} CoTs; expected one CoT (or None) each")
+        inputs = self.prepare_inputs(videos, prompts)
+        return self.rewards_of(self.scored_sequences(inputs, *self.tokenize_cots(cots or [None] * len(prompts))))
 
     @torch.no_grad()
     def score(
@@ -570,7 +516,7 @@ class DeScoreModel(nn.Module):
                     streamer = None if bar.disable else TokenProgress(bar, generation["max_new_tokens"])
                     results += self._think_and_score(batch, batch_prompts, {**generation, "streamer": streamer})
                 else:
-                    rewards = self.rewards_from_inputs(self.prepare_inputs(batch, batch_prompts))
+                    rewards = self(batch, batch_prompts)
                     results += [ScoreResult(r, video=v.name) for r, v in zip(rewards.tolist(), batch, strict=True)]
                 bar.update(len(batch))
         return results
@@ -581,7 +527,7 @@ class DeScoreModel(nn.Module):
         eos = self.processor.tokenizer.eos_token_id if eos is None else eos
         return [eos] if isinstance(eos, int) else list(eos)
 
-    def _unwritable_token_ids(self) -> list[int]:
+    def unwritable_token_ids(self) -> list[int]:
         """Tokens a CoT must never contain: `<reward>` and the image / video placeholders."""
         placeholders = [getattr(self.processor, f"{kind}_token_id", None) for kind in ("image", "video")]
         return [self.reward_token_id] + [token for token in placeholders if token is not None]
@@ -598,7 +544,7 @@ class DeScoreModel(nn.Module):
             **inputs,
             **generation,
             pad_token_id=self.processor.tokenizer.pad_token_id,
-            suppress_tokens=self._unwritable_token_ids(),
+            suppress_tokens=self.unwritable_token_ids(),
             return_dict_in_generate=True,
         )
         generated = output.sequences[:, inputs["input_ids"].shape[1] :]
@@ -641,7 +587,7 @@ class DeScoreModel(nn.Module):
         return self.head(hidden.float())
 
     def _think_and_score(self, videos: list[Video], prompts: list[str], generation: dict) -> list[ScoreResult]:
-        inputs = self.prepare_inputs(videos, prompts, append_reward_token=False)
+        inputs = self.prepare_inputs(videos, prompts)
         generated, cot_length, cache = self.generate_cots(inputs, **generation)
         rewards = self.reward_after_generation(inputs, generated, cot_length, cache).tolist()
         results = []
@@ -662,6 +608,15 @@ class DeScoreModel(nn.Module):
             p_a, p_tie, p_b = rao_kupper_probabilities(torch.tensor(comparison.margin), self.config.tie_theta)
             comparison.p_a_better, comparison.p_tie, comparison.p_b_better = p_a.item(), p_tie.item(), p_b.item()
         return comparison
+
+
+def select_video_features(features, rows: Sequence[int]):
+    """The vision tower's features (`get_video_features(..., return_dict=True)`) of the videos at `rows`
+    (an index may repeat: one entry per sequence row)."""
+    return type(features)(
+        pooler_output=tuple(features.pooler_output[i] for i in rows),
+        deepstack_features=[tuple(layer[i] for i in rows) for layer in features.deepstack_features],
+    )
 
 
 def read_config(path: str | os.PathLike) -> DeScoreConfig:

@@ -6,8 +6,8 @@ answer, and the stage-2 rule rewards that judge it, as one named unit.
   0 (failure or hallucination) or "N/A"; an `overall_score` in [1.00, 5.00]. The CoT is free
   reasoning, then `<answer>`, a fenced JSON object `{"dimensional_scores": {...}, "overall_score": x}`,
   `</answer>`.
-- `likert5`: this library's first format (`prompts.py`): five dimensions scored 1..5 in a JSON object
-  after the reasoning. Checkpoints written before rubrics existed use it.
+- `likert5`: this library's first format: five dimensions scored 1..5 in a JSON object after the
+  reasoning, e.g. `... The camera never moves, as asked. {"object": 5, "dynamics": 4, ...}`.
 
 A checkpoint records its rubric's name and the instruction template text it was trained with, so it
 always scores with that prompt, whatever later versions of this file say. A custom template (a text
@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import prompts
 from .errors import DeScoreInputError
 
 NOT_APPLICABLE = "N/A"
@@ -321,14 +320,107 @@ class DeScoreRubric(Rubric):
 
 # ------------------------------------------------------------------------------------------- likert5
 
+# The five alignment dimensions the paper's annotators compare videos on (section 3.1), scored 1..5.
+LIKERT5_DIMENSIONS = ("object", "dynamics", "environment", "style", "camera_movement")
+LIKERT5_QUESTIONS = {
+    "object": "Are the objects and subjects of the prompt present, complete and correct?",
+    "dynamics": "Do they move and act as the prompt says, with plausible motion?",
+    "environment": "Are the background, setting and lighting those of the prompt?",
+    "style": "Does the visual style (realism, art style, colour, mood) follow the prompt?",
+    "camera_movement": "Does the camera move (or stay still) as the prompt says?",
+}
+LIKERT5_MIN, LIKERT5_MAX = 1, 5
+
+_LIKERT5_INSTRUCTION = """You are an expert judge of AI-generated videos. The video was generated from this prompt:
+"{prompt}"
+
+Judge how well the video aligns with the prompt on five dimensions:
+{questions}
+
+First think step by step about what you see, dimension by dimension. Then end your answer with one JSON \
+object giving each dimension an integer score from {lo} (worst) to {hi} (best), for example:
+{example}"""
+
+
+def likert5_instruction(prompt: str) -> str:
+    """The user instruction for one video generated from `prompt` (the video itself goes before it)."""
+    questions = "\n".join(f"- {name}: {question}" for name, question in LIKERT5_QUESTIONS.items())
+    example = json.dumps({name: 3 for name in LIKERT5_DIMENSIONS})
+    return _LIKERT5_INSTRUCTION.format(
+        prompt=prompt, questions=questions, lo=LIKERT5_MIN, hi=LIKERT5_MAX, example=example
+    )
+
+
+def likert5_cot(reasoning: str, scores: dict[str, int]) -> str:
+    """The canonical CoT text for `reasoning` and `scores` (one integer per dimension)."""
+    return f"{reasoning.strip()}\n{json.dumps({name: int(scores[name]) for name in LIKERT5_DIMENSIONS})}"
+
+
+@dataclass(frozen=True)
+class Likert5CoT:
+    """A CoT split into its parts.
+
+    reasoning: the text before the JSON object (the whole text when there is none).
+    scores: the five integer sub-scores, or None unless every dimension has an integer in 1..5.
+    trailing: whatever text follows the JSON object.
+    """
+
+    reasoning: str
+    scores: dict[str, int] | None
+    trailing: str = ""
+
+
+def _last_json_object(text: str) -> tuple[int, int, object] | None:
+    """(start, end, value) of the last `{...}` in `text` that parses as JSON, or None."""
+    end = text.rfind("}")
+    while end != -1:
+        start = text.rfind("{", 0, end)
+        while start != -1:
+            try:
+                return start, end + 1, json.loads(text[start : end + 1])
+            except ValueError:
+                start = text.rfind("{", 0, start)
+        end = text.rfind("}", 0, end)
+    return None
+
+
+def _valid_scores(value: object) -> dict[str, int] | None:
+    if not isinstance(value, dict):
+        return None
+    normalised = {str(key).strip().lower().replace(" ", "_"): score for key, score in value.items()}
+    scores = {}
+    for name in LIKERT5_DIMENSIONS:
+        score = normalised.get(name)
+        if isinstance(score, bool) or not isinstance(score, int) or not LIKERT5_MIN <= score <= LIKERT5_MAX:
+            return None
+        scores[name] = score
+    return scores
+
+
+def parse_likert5_cot(text: str) -> Likert5CoT:
+    """Split model text into reasoning, sub-scores (the last JSON object) and trailing text. Never raises."""
+    if not isinstance(text, str):
+        return Likert5CoT(reasoning="", scores=None)
+    found = _last_json_object(text)
+    if found is None:
+        return Likert5CoT(reasoning=text.strip(), scores=None)
+    start, end, value = found
+    reasoning = text[:start].rstrip()
+    if reasoning.endswith("```json"):
+        reasoning = reasoning[: -len("```json")].rstrip()
+    trailing = text[end:].strip()
+    if trailing.startswith("```"):
+        trailing = trailing[3:].strip()
+    return Likert5CoT(reasoning=reasoning, scores=_valid_scores(value), trailing=trailing)
+
 
 @dataclass(frozen=True)
 class Likert5Rubric(Rubric):
     """This library's first rubric: five dimensions scored 1..5 in a JSON object after the reasoning."""
 
-    instruction_template: str = prompts.instruction(PROMPT_PLACEHOLDER)
+    instruction_template: str = likert5_instruction(PROMPT_PLACEHOLDER)
     name: str = field(default="likert5", init=False)
-    dimensions: tuple[str, ...] = field(default=prompts.LIKERT5_DIMENSIONS, init=False)
+    dimensions: tuple[str, ...] = field(default=LIKERT5_DIMENSIONS, init=False)
     rewards: RolloutRewardConfig = field(
         default=RolloutRewardConfig(
             format_weight=1.0,
@@ -341,12 +433,12 @@ class Likert5Rubric(Rubric):
     )
 
     def parse(self, text: str) -> Answer:
-        parsed = prompts.parse_cot(text)
+        parsed = parse_likert5_cot(text)
         well_formed = parsed.scores is not None and bool(parsed.reasoning) and not parsed.trailing
         return Answer(reasoning=parsed.reasoning, scores=parsed.scores, well_formed=well_formed)
 
     def format_answer(self, reasoning: str, scores: dict, overall: float | None = None) -> str:
-        return prompts.format_cot(reasoning, scores)
+        return likert5_cot(reasoning, scores)
 
     def check_truth(self, scores: object) -> str | None:
         if not isinstance(scores, dict) or set(scores) != set(self.dimensions):

@@ -22,7 +22,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from .prompts import LIKERT5_DIMENSIONS, instruction
+from .rubrics import LIKERT5_DIMENSIONS, likert5_instruction
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -50,7 +50,7 @@ CHAT_TEMPLATE = (
 )
 
 _CORPUS = [
-    instruction("a red circle moves to the right on a white background"),
+    likert5_instruction("a red circle moves to the right on a white background"),
     "The object matches the prompt. The motion is smooth and the camera stays still.",
     '{"object": 5, "dynamics": 4, "environment": 3, "style": 2, "camera movement": 1}',
     "a blue square stays still. a green triangle moves left, up, down. 0123456789",

@@ -12,6 +12,7 @@ Every problem raises `VideoInputError` naming the file or argument, before the b
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
@@ -52,6 +53,11 @@ class VideoSampling:
     min_pixels_per_frame: int = 32 * 32
     max_total_pixels: int = 448 * 448 * 64
     input_fps: float = 16.0
+
+    def spread(self, frames: int | None = None) -> VideoSampling:
+        """These settings with `frames` frames spread evenly over the whole video (never more than it
+        has), or every frame with None."""
+        return dataclasses.replace(self, fps=1e6, min_frames=frames or 1, max_frames=frames or 10**6)
 
     def __post_init__(self):
         if not self.fps > 0 or not self.input_fps > 0:

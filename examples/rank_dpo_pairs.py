@@ -3,7 +3,7 @@
     python examples/rank_dpo_pairs.py --descore path/to/descore --pipeline Wan-AI/Wan2.1-T2V-1.3B-Diffusers \
         --prompts prompts.txt --out dpo_pairs --samples 4 --min-gap 0.1
 
-Then train:  accelerate launch examples/train_wan.py flow-dpo --config examples/configs/flow_dpo_wan_1_3b.yaml
+Then train:  accelerate launch -m descore_reward.cli train flow-dpo --config examples/configs/flow_dpo_wan_1_3b.yaml
 Rerunning the same command continues where it stopped.
 """
 
@@ -14,7 +14,7 @@ import torch
 from diffusers import WanPipeline
 
 from descore_reward import DeScoreReward
-from descore_reward.integrations.flow_dpo import rank_dpo_pairs
+from descore_reward.wan.flow_dpo import rank_dpo_pairs
 
 
 def main() -> None:

@@ -23,13 +23,12 @@ def trainable(module) -> dict[str, torch.Tensor]:
 
 def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     """`spec` holds the keyword arguments of ColdStartConfig ("cold_start"), RLConfig ("rl"),
-    FlowDPOConfig ("flow_dpo") and LongcatGRPOConfig ("grpo"); returns each run's trainable weights."""
+    FlowDPOConfig ("flow_dpo") and WanGRPOConfig ("grpo"); returns each run's trainable weights."""
     from diffusers import WanPipeline
 
-    from descore_reward import distributed
-    from descore_reward.integrations import flow_dpo, longcat_grpo
     from descore_reward.modeling import DeScoreModel
-    from descore_reward.training import cold_start, rl
+    from descore_reward.training import cold_start, distributed, rl
+    from descore_reward.wan import flow_dpo, grpo
 
     results = {}
     recorded = []
@@ -56,7 +55,7 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
     results["cold_start_update"] = {i: p.detach() - before for i, _, before, p in recorded[0]}  # one step
     for name, config, train in (
         ("flow_dpo", flow_dpo.FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: flow_dpo.train(c, model=p)),
-        ("grpo", longcat_grpo.LongcatGRPOConfig(**spec["grpo"]), lambda c, p: longcat_grpo.train(c, p, brightness)),
+        ("grpo", grpo.WanGRPOConfig(**spec["grpo"]), lambda c, p: grpo.train(c, p, brightness)),
     ):
         pipeline = WanPipeline.from_pretrained(config.pipeline)
         pipeline.set_progress_bar_config(disable=True)

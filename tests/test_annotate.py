@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from descore_reward.annotate import EndpointTeacher, LocalTeacher, annotate, consistency
-from descore_reward.prompts import format_cot
+from descore_reward.rubrics import likert5_cot
 from descore_reward.synthetic import make_dataset
 
 from .conftest import TINY_SAMPLING
@@ -20,12 +20,12 @@ NEAR = {**HIGH, "camera_movement": 3}
 
 
 def test_consistency_filter():
-    good, bad = format_cot("A is better.", HIGH), format_cot("B is worse.", LOW)
+    good, bad = likert5_cot("A is better.", HIGH), likert5_cot("B is worse.", LOW)
     assert consistency(good, bad, "A", rubric="likert5") == (True, "sub-score totals 22 vs 17 imply A")
     keep, reason = consistency(good, bad, "B", rubric="likert5")
     assert not keep and "the human label is B" in reason
-    assert consistency(good, format_cot("close", NEAR), "tie", tie_margin=1, rubric="likert5")[0]
-    assert not consistency(good, format_cot("close", NEAR), "tie", tie_margin=0, rubric="likert5")[0]
+    assert consistency(good, likert5_cot("close", NEAR), "tie", tie_margin=1, rubric="likert5")[0]
+    assert not consistency(good, likert5_cot("close", NEAR), "tie", tie_margin=0, rubric="likert5")[0]
     missing = "Reasoning. " + json.dumps({k: v for k, v in HIGH.items() if k != "style"})
     keep, reason = consistency(good, missing, "A", rubric="likert5")
     assert not keep and reason.startswith("format: cot_b")
@@ -112,7 +112,7 @@ class ScriptedChatServer(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedChatServer)
     httpd.requests, httpd.script = [], []
-    httpd.default = (200, {"choices": [{"message": {"content": format_cot("Looks right.", HIGH)}}]})
+    httpd.default = (200, {"choices": [{"message": {"content": likert5_cot("Looks right.", HIGH)}}]})
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -120,7 +120,7 @@ def server():
 
 
 def answer(scores):
-    return 200, {"choices": [{"message": {"content": format_cot("Judged.", scores)}}]}
+    return 200, {"choices": [{"message": {"content": likert5_cot("Judged.", scores)}}]}
 
 
 def test_endpoint_request_shape_and_retries(server, pairs, tmp_path, monkeypatch):

@@ -272,7 +272,7 @@ def test_file_system_refusals_are_one_line_and_a_full_disk_leaves_nothing_half_w
     out = tmp_path / "eval"
     full_disk = (
         "import errno, sys\n"
-        "import descore_reward.eval_runner as runner\n"
+        "import descore_reward.evaluation.runner as runner\n"
         "def full(path, rows):\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
         "runner.append_jsonl = full\n"

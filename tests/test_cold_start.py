@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from descore_reward.config import load_config
 from descore_reward.data import DataError
 from descore_reward.synthetic import make_dataset
 from descore_reward.training.cold_start import ColdStartConfig, build_model, cot_mask, masked_cots, train
+from descore_reward.training.config import load_config
 
 from .conftest import TINY_SAMPLING
 
@@ -81,11 +81,13 @@ def test_masked_sequences_lose_their_cot_tokens(tiny_model, small_data):
 
     pairs = read_jsonl(small_data[0])[:4]
     videos, prompts = [p.video_a for p in pairs] + [p.video_b for p in pairs], [p.prompt for p in pairs] * 2
-    bare = tiny_model.prepare_inputs(videos, prompts)["attention_mask"].sum(1)
+    inputs = tiny_model.prepare_inputs(videos, prompts)
+    bare = inputs["attention_mask"].sum(1) + 1  # the prompt and <reward>
     dropped = total = 0
     for step in range(50):
         cots_a, cots_b = masked_cots(pairs, 0.25, (0, 0, step), per="sequence")
-        lengths = tiny_model.prepare_inputs(videos, prompts, cots_a + cots_b)["attention_mask"].sum(1)
+        sequence = tiny_model.scored_sequences(inputs, *tiny_model.tokenize_cots(cots_a + cots_b))
+        lengths = sequence["attention_mask"].sum(1)
         dropped += int((lengths == bare).sum())
         total += len(lengths)
     assert abs(dropped / total - 0.25) < 0.05
@@ -117,8 +119,8 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_backbone_dir, small_data, 
     first = train(interrupted, stop_after=3)
     assert first["step"] == 3 and (tmp_path / "resumed" / "checkpoint-3").is_dir()
     resumed = train(interrupted)
-    assert resumed["step"] == 6 and len(resumed["losses"]) == 6
-    assert resumed["losses"] == straight["losses"]
+    assert resumed["step"] == 6 and len(resumed["history"]) == 6
+    assert resumed["history"] == straight["history"]
     from safetensors.torch import load_file
 
     weights = [load_file(tmp_path / run / "checkpoint-6" / "trainable.safetensors") for run in ("straight", "resumed")]

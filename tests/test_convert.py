@@ -57,6 +57,7 @@ def test_converted_reward_equals_the_authors_computation(tmp_path, synthetic_vid
 
         backbone = PeftModel.from_pretrained(backbone, official / "lora_adapter").merge_and_unload()
     inputs = converted.prepare_inputs([synthetic_videos[0]], [prompt])
+    inputs = converted.scored_sequences(inputs, *converted.tokenize_cots([None]))
     assert int((inputs["input_ids"] == token).sum()) == 1
     with torch.no_grad():
         hidden = backbone.model(**inputs).last_hidden_state[0]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from descore_reward.eval_runner import evaluate, read_scores, render_table, score_pairs
+from descore_reward.evaluation.runner import evaluate, read_scores, render_table, score_pairs
 from descore_reward.synthetic import make_dataset
 
 from .conftest import REAL_VIDEOS

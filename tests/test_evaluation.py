@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from descore_reward.evaluation import (
+from descore_reward.evaluation.metrics import (
     accuracy_with_ties,
     accuracy_without_ties,
     bootstrap_interval,

@@ -1,4 +1,4 @@
-"""The example scripts run as a user runs them (subprocesses), on the tiny models."""
+"""The example scripts and the commands they lead to, run as a user runs them (subprocesses), on the tiny models."""
 
 import json
 import subprocess
@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SIZE = dict(height=32, width=32, num_frames=9)
+DESCORE_TRAIN = ("-m", "descore_reward.cli", "train")  # the `descore train` command, in this interpreter
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -50,13 +51,13 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
         latent_cache=str(tmp_path / "latents"),
         **common,
     )
-    trained = run(str(EXAMPLES / "train_wan.py"), "flow-dpo", "--config", str(dpo), "learning_rate=1e-3")
+    trained = run(*DESCORE_TRAIN, "flow-dpo", "--config", str(dpo), "learning_rate=1e-3")
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "flow-dpo: 2 steps" in trained.stdout
-    assert load_file(tmp_path / "dpo" / "lora" / "pytorch_lora_weights.safetensors")
+    assert load_file(tmp_path / "dpo" / "final" / "pytorch_lora_weights.safetensors")
 
     grpo = small_config(
-        "longcat_grpo_wan_1_3b.yaml",
+        "grpo_wan_1_3b.yaml",
         tmp_path / "grpo.yaml",
         output_dir=str(tmp_path / "grpo"),
         group_size=2,
@@ -65,21 +66,25 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
         **SIZE,
         **common,
     )
-    base = (str(EXAMPLES / "train_wan.py"), "grpo", "--config", str(grpo), f"reward_model={descore}")
+    base = (*DESCORE_TRAIN, "wan-grpo", "--config", str(grpo), f"reward_model={descore}")
     no_prompts = run(*base)
     assert no_prompts.returncode != 0 and "no prompts" in no_prompts.stderr
     trained = run(*base, "--prompts", str(prompts))
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "grpo: 2 steps" in trained.stdout
-    assert load_file(tmp_path / "grpo" / "lora" / "pytorch_lora_weights.safetensors")
+    assert "wan-grpo: 2 steps" in trained.stdout
+    assert load_file(tmp_path / "grpo" / "final" / "pytorch_lora_weights.safetensors")
 
 
 def test_every_shipped_training_config_loads():
-    from descore_reward.config import load_config
     from descore_reward.training.cold_start import ColdStartConfig
+    from descore_reward.training.config import load_config
     from descore_reward.training.rl import RLConfig
+    from descore_reward.wan.flow_dpo import FlowDPOConfig
+    from descore_reward.wan.grpo import WanGRPOConfig
 
     for name, cls in [
+        ("flow_dpo_wan_1_3b.yaml", FlowDPOConfig),
+        ("grpo_wan_1_3b.yaml", WanGRPOConfig),
         ("cold_start_qwen3_vl_8b.yaml", ColdStartConfig),
         ("cold_start_paper.yaml", ColdStartConfig),
         ("rl_qwen3_vl_8b.yaml", RLConfig),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from descore_reward.data import DataError
-from descore_reward.integrations.flow_dpo import (
+from descore_reward.wan.flow_dpo import (
     FlowDPOConfig,
     flow_dpo_loss,
     rank_dpo_pairs,
@@ -19,7 +19,7 @@ from descore_reward.integrations.flow_dpo import (
     train,
     velocity_error,
 )
-from descore_reward.integrations.wan_vae import cached_latents, encode_video
+from descore_reward.wan.vae import cached_latents, encode_video
 
 from .conftest import load_wan
 
@@ -123,7 +123,7 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(tiny_wan_dir, pa
         lora_alpha=8,
         save_every=20,
     )
-    from descore_reward.integrations.wan_lora import add_transformer_lora
+    from descore_reward.wan.lora import add_transformer_lora
 
     probe = load_wan(tiny_wan_dir)
     add_transformer_lora(probe.transformer, 4, 8)
@@ -135,9 +135,13 @@ def test_training_lowers_the_dpo_loss_and_saves_a_loadable_lora(tiny_wan_dir, pa
 
     fresh, baseline = load_wan(tiny_wan_dir), None
     baseline = fresh("a red square", generator=torch.Generator().manual_seed(0), output_type="pt", **GENERATION).frames
-    fresh.load_lora_weights(tmp_path / "dpo" / "lora")
+    fresh.load_lora_weights(tmp_path / "dpo" / "final")
     adapted = fresh("a red square", generator=torch.Generator().manual_seed(0), output_type="pt", **GENERATION).frames
     assert not torch.allclose(baseline, adapted, atol=1e-4)
+
+
+def losses(state: dict) -> list[float]:
+    return [row["loss"] for row in state["history"]]
 
 
 def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path):
@@ -162,8 +166,8 @@ def test_resume_matches_an_uninterrupted_run(tiny_wan_dir, pairs_file, tmp_path)
     train(config("resumed", latent_cache=cache), model=load_wan(tiny_wan_dir), stop_after=3)
     assert 0 < len(list((tmp_path / "latents").glob("*.safetensors"))) <= 6
     resumed = train(config("resumed", latent_cache=cache), model=load_wan(tiny_wan_dir))
-    assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
-    assert (tmp_path / "resumed" / "loss_curve.png").stat().st_size > 0
+    assert losses(resumed) == pytest.approx(losses(straight), abs=1e-5)
+    assert (tmp_path / "resumed" / "training_curves.png").stat().st_size > 0
 
 
 def test_latent_cache_reuses_entries_and_notices_an_edited_video(tiny_wan_dir, pairs_file, tmp_path):

@@ -22,14 +22,15 @@ def two_videos():
 
 
 def full_forward_reward(model, video, prompt, cot_ids):
-    """Reference: one forward over `[prompt ; cot ; <reward>]`, built from token ids, no cache."""
-    inputs = model.prepare_inputs([video], [prompt], append_reward_token=False)
+    """Reference: one forward over `[prompt ; cot ; <reward>]` of one video, built from token ids by hand
+    (no padding, no cache, none of the model's sequence code), the head at the last position."""
+    inputs = model.prepare_inputs([video], [prompt])
     tail = torch.cat([cot_ids, torch.tensor([model.reward_token_id])])[None]
     inputs["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tail)], dim=1)
     with torch.no_grad():
-        return model.rewards_from_inputs(inputs).item()
+        return model.head(model.language_backbone(**inputs).last_hidden_state[:, -1].float()).item()
 
 
 def test_forward_gives_one_reward_per_video_with_gradients(make_model):
@@ -53,7 +54,7 @@ def test_cot_changes_the_reward(tiny_model):
 
 def test_kv_cache_scoring_equals_a_full_forward(tiny_model):
     videos = two_videos()
-    inputs = tiny_model.prepare_inputs(videos, PROMPTS, append_reward_token=False)
+    inputs = tiny_model.prepare_inputs(videos, PROMPTS)
 
     def sampling():  # what `score(do_sample=True, temperature=2.0, seed=0)` passes to `generate`
         return dict(max_new_tokens=10, do_sample=False, logits_processor=[PrivateSampler(2.0, seed=0)])

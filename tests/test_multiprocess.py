@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from descore_reward.integrations.flow_dpo import rank_dpo_pairs
 from descore_reward.synthetic import make_dataset
+from descore_reward.wan.flow_dpo import rank_dpo_pairs
 
 from .conftest import load_wan
 from .multiprocess_trainers import train_all

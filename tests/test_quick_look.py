@@ -5,12 +5,12 @@ checked in `test_vbench_evaluate.py`, where a VBench environment exists.)"""
 import pytest
 import torch
 
-from descore_reward import vbench
 from descore_reward.synthetic import write_mp4
+from descore_reward.vbench import results as vbench
 
 pytest.importorskip("timm")
 pytest.importorskip("open_clip")
-from descore_reward.quick_look import CACHE_FILES, QuickLook, is_dynamic, top_flow_magnitude  # noqa: E402
+from descore_reward.vbench.quick_look import CACHE_FILES, QuickLook, is_dynamic, top_flow_magnitude  # noqa: E402
 
 CONSISTENCY = ["subject_consistency", "background_consistency"]
 

@@ -9,17 +9,8 @@ import torch
 from descore_reward.losses import group_advantages
 from descore_reward.modeling import DeScoreModel
 from descore_reward.synthetic import make_dataset
-from descore_reward.training.rl import (
-    RLConfig,
-    grpo_loss,
-    masked_rewards,
-    policy_update,
-    prepare_policy,
-    reference_policy,
-    sample_rollouts,
-    sequence_logprobs_and_rewards,
-    train,
-)
+from descore_reward.training.rl import RLConfig, grpo_loss, policy_update, prepare_policy, reference_policy, train
+from descore_reward.training.rollouts import logprobs_and_rewards, masked_rewards, sample_rollouts
 
 
 def independent_grpo(logprobs, old, ref, rewards, lengths, group, eps_low, eps_high, beta):
@@ -107,15 +98,15 @@ def test_reference_is_frozen_and_each_video_is_encoded_once(stage1, tmp_path):
     torch.manual_seed(0)
     rollouts = sample_rollouts(model, pairs, config)
     with torch.no_grad(), reference_policy(model):
-        reference_before = sequence_logprobs_and_rewards(model, rollouts)[0]
-    logprobs, rewards = sequence_logprobs_and_rewards(model, rollouts)
+        reference_before = logprobs_and_rewards(model, rollouts)[0]
+    logprobs, rewards = logprobs_and_rewards(model, rollouts)
     (logprobs.mean() + rewards.mean()).backward()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     optimizer.step()
     with torch.no_grad():
-        after = sequence_logprobs_and_rewards(model, rollouts)[0]
+        after = logprobs_and_rewards(model, rollouts)[0]
         with reference_policy(model):
-            reference_after = sequence_logprobs_and_rewards(model, rollouts)[0]
+            reference_after = logprobs_and_rewards(model, rollouts)[0]
     hook.remove()
     assert not torch.allclose(after, logprobs.detach()), "the policy moved"
     assert torch.equal(reference_before, reference_after), "the reference did not"
@@ -197,14 +188,11 @@ def supervised_warm_up(model, pairs, steps: int, lr: float = 3e-3) -> None:
         batch = [pairs[(step * 4 + i) % len(pairs)] for i in range(4)]
         videos = [p.video_a for p in batch] + [p.video_b for p in batch]
         prompts = [p.prompt for p in batch] * 2
-        full = model.prepare_inputs(
-            videos, prompts, [p.cot_a + eos for p in batch] + [p.cot_b + eos for p in batch], append_reward_token=False
-        )
-        bare_length = model.prepare_inputs(videos, prompts, append_reward_token=False)["attention_mask"].sum(1)
-        cot_length = full["attention_mask"].sum(1) - bare_length
-        labels = full["input_ids"].masked_fill(
-            torch.arange(full["input_ids"].shape[1])[None] < (full["input_ids"].shape[1] - cot_length)[:, None], -100
-        )
+        inputs = model.prepare_inputs(videos, prompts)
+        cot_ids, cot_length = model.tokenize_cots([p.cot_a + eos for p in batch] + [p.cot_b + eos for p in batch])
+        full = model.scored_sequences(inputs, cot_ids, cot_length)  # the <reward> column is not a target
+        positions = torch.arange(full["input_ids"].shape[1])[None] - inputs["input_ids"].shape[1]
+        labels = full["input_ids"].masked_fill((positions < 0) | (positions >= cot_length[:, None]), -100)
         model.backbone(**full, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -270,7 +258,7 @@ def test_rl_raises_rollout_reward_and_format_rate(tmp_path):
 def test_each_rollout_is_judged_against_its_own_video():
     """Rewards follow the rollout rows (video-major); any permutation within the step changes them."""
     from descore_reward.rubrics import DeScoreRubric
-    from descore_reward.training.rl import rule_rewards
+    from descore_reward.training.rollouts import rule_rewards
 
     rubric = DeScoreRubric()
     truths = [
@@ -372,10 +360,10 @@ def test_the_first_update_starts_at_ratio_one_and_samples_ignore_the_checkpoints
     assert len(set(rollouts.texts[:4])) > 1, "the rollouts of one video differ"
     model.train()
     with torch.no_grad():
-        old = sequence_logprobs_and_rewards(model, rollouts)[0]
+        old = logprobs_and_rewards(model, rollouts)[0]
         with reference_policy(model):
-            reference = sequence_logprobs_and_rewards(model, rollouts)[0]
-    policy = sequence_logprobs_and_rewards(model, rollouts)[0]
+            reference = logprobs_and_rewards(model, rollouts)[0]
+    policy = logprobs_and_rewards(model, rollouts)[0]
     assert torch.equal(policy, old) and torch.equal(reference, old), "ratio exactly 1 at the first update"
 
 
@@ -409,8 +397,8 @@ def test_stage_two_evaluates_held_out_pairs_in_think_and_fast_mode(stage1, tmp_p
     assert [row["step"] for row in state["evaluations"]] == [0, 2, 3]
     for row in state["evaluations"]:
         for mode in ("think", "fast"):
-            assert 0.0 <= row[f"eval_{mode}_accuracy"] <= 1.0 and 0.0 <= row[f"eval_{mode}_accuracy_with_ties"] <= 1.0
-        assert row["eval_format_rate"] == 0.0, "six greedy tokens of a random writer never form an answer block"
+            assert 0.0 <= row[f"{mode}_accuracy"] <= 1.0 and 0.0 <= row[f"{mode}_accuracy_with_ties"] <= 1.0
+        assert row["think_format_rate"] == 0.0, "six greedy tokens of a random writer never form an answer block"
     assert (tmp_path / "rl" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -426,7 +414,8 @@ def test_bt_on_informative_rollouts_raises_held_out_accuracy_and_shuffled_labels
     import dataclasses
 
     from descore_reward.synthetic import make_pairs
-    from descore_reward.training.rl import bt_on_rollouts, rollouts_from_texts
+    from descore_reward.training.rl import bt_on_rollouts
+    from descore_reward.training.rollouts import rollouts_from_texts
 
     config = RLConfig(
         model="unused",
@@ -451,7 +440,7 @@ def test_bt_on_informative_rollouts_raises_held_out_accuracy_and_shuffled_labels
 
     def accuracy(model, rollouts):
         with torch.no_grad():
-            return bt_on_rollouts(sequence_logprobs_and_rewards(model, rollouts)[1], rollouts.labels)[1]
+            return bt_on_rollouts(logprobs_and_rewards(model, rollouts)[1], rollouts.labels)[1]
 
     def bt_steps(model, rollouts, steps=6):
         optimizer = torch.optim.AdamW(model.optimizer_groups(1e-3, head_learning_rate=3e-2), weight_decay=0.0)

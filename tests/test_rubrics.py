@@ -169,19 +169,3 @@ def test_checkpoints_keep_their_instruction_text(make_model, tmp_path):
         assert DeScoreModel.from_pretrained(tmp_path / "model").chat_prefix("a dog") == prefix
     finally:
         rubrics.RUBRICS["descore"] = original
-
-
-def test_checkpoints_from_before_rubrics_load_as_likert5_with_a_head_bias(make_model, tmp_path):
-    from descore_reward import prompts
-    from descore_reward.modeling import DeScoreModel
-
-    old = make_model(rubric="likert5", head_bias=True)
-    old.save_pretrained(tmp_path / "old", include_backbone=True)
-    config_path = tmp_path / "old" / "descore_config.json"
-    values = json.loads(config_path.read_text())
-    for key in ("rubric", "head_bias", "instruction_template"):
-        del values[key]
-    config_path.write_text(json.dumps(values))
-    loaded = DeScoreModel.from_pretrained(tmp_path / "old")
-    assert loaded.config.rubric == "likert5" and loaded.head.layers.bias is not None
-    assert prompts.instruction("a dog") in loaded.chat_prefix("a dog")

@@ -1,11 +1,13 @@
-"""One scored sequence, `[chat(video, prompt) ; cot ; <reward>]`, whichever path builds it: the text
-path (stage 1, `score`, `forward`), stage 2's token-id sequences (rollouts and their CoT-masked
-twins) and the KV-cache step of think mode all give the reward of the same plain forward."""
+"""One scored sequence, `[chat(video, prompt) ; cot ; <reward>]`, built in one place
+(`DeScoreModel.scored_sequences`) and proved here: stage 1 and `forward`, fast and think mode (the KV-cache
+step), stage 2's token-id rollouts and their CoT-masked twins all give the reward of the same plain
+forward, put together by hand."""
 
 import torch
 
 from descore_reward.synthetic import make_dataset
-from descore_reward.training.rl import RLConfig, masked_rewards, rollouts_from_texts, sequence_logprobs_and_rewards
+from descore_reward.training.rl import RLConfig
+from descore_reward.training.rollouts import logprobs_and_rewards, masked_rewards, rollouts_from_texts
 
 TOLERANCE = 1e-5
 
@@ -53,7 +55,7 @@ def test_stage_two_token_sequences_equal_the_text_path(tiny_model, tmp_path):
     ]
     rollouts = rollouts_from_texts(tiny_model, pairs, texts, config)
     with torch.no_grad():
-        _, token_rewards = sequence_logprobs_and_rewards(tiny_model, rollouts)
+        _, token_rewards = logprobs_and_rewards(tiny_model, rollouts)
         videos = [p.video_a for p in pairs for _ in range(2)] + [p.video_b for p in pairs for _ in range(2)]
         prompts = [p.prompt for p in pairs for _ in range(2)] * 2
         text_rewards = tiny_model(videos, prompts, texts)
@@ -78,7 +80,7 @@ def test_a_video_marker_in_the_instruction_places_the_video_there_on_every_path(
     texts = ["It is red.", "Red, moving right.", "Blue.", "A circle."] * 2
     rollouts = rollouts_from_texts(model, pairs, texts, config)
     with torch.no_grad():
-        _, token_rewards = sequence_logprobs_and_rewards(model, rollouts)
+        _, token_rewards = logprobs_and_rewards(model, rollouts)
         videos = [p.video_a for p in pairs for _ in range(2)] + [p.video_b for p in pairs for _ in range(2)]
         text_rewards = model(videos, [p.prompt for p in pairs for _ in range(2)] * 2, texts)
         masked = masked_rewards(model, rollouts, config.group_size)
@@ -87,3 +89,58 @@ def test_a_video_marker_in_the_instruction_places_the_video_there_on_every_path(
     torch.testing.assert_close(masked, torch.tensor([r.reward for r in fast]), rtol=0, atol=TOLERANCE)
     think = model.score(videos[:1], [pairs[0].prompt], max_new_tokens=4)
     assert think[0].cot is not None
+
+
+def plain_reward(model, video, prompt: str, cot_ids: list[int]) -> float:
+    """The reference: one video's `[chat(video, prompt) ; cot ; <reward>]` put together by hand from the
+    processor's prompt tokens (no padding, no masking, no cache, none of the model's sequence code),
+    one forward, the head at the last position."""
+    inputs = model.prepare_inputs([video], [prompt])
+    tail = torch.tensor([*cot_ids, model.reward_token_id])[None]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tail)], dim=1)
+    with torch.no_grad():
+        return model.head(model.language_backbone(**inputs).last_hidden_state[:, -1].float()).item()
+
+
+def test_every_path_gives_the_plain_forwards_reward(tiny_model, tmp_path):
+    """Think mode (generation, then the KV-cache step), fast mode, stage 1 with and without CoT (batched,
+    left-padded prompts, CoTs of unequal length), stage 2's rollouts (end-of-sequence and padding masked)
+    and their CoT-masked twins: each reward is the plain forward's."""
+    model, tokenizer = tiny_model, tiny_model.processor.tokenizer
+    pairs = pairs_of(tmp_path)
+    videos = [p.video_a for p in pairs] + [p.video_b for p in pairs]
+    prompts = [p.prompt for p in pairs] * 2
+
+    def expected(rows_videos, rows_prompts, cot_ids):
+        return torch.tensor([plain_reward(model, v, p, ids) for v, p, ids in zip(rows_videos, rows_prompts, cot_ids)])
+
+    cots = ["The square is red and moves right.", None, "Blue.", "A circle, standing still, on grey."]
+    cot_ids = [tokenizer(c, add_special_tokens=False).input_ids if c else [] for c in cots]
+    with torch.no_grad():
+        stage_one = model(videos, prompts, cots)
+    torch.testing.assert_close(stage_one, expected(videos, prompts, cot_ids), rtol=0, atol=TOLERANCE)
+    fast = torch.tensor([r.reward for r in model.score(videos, prompts, think=False, batch_size=3)])
+    torch.testing.assert_close(fast, expected(videos, prompts, [[]] * 4), rtol=0, atol=TOLERANCE)
+
+    with torch.no_grad():
+        inputs = model.prepare_inputs(videos, prompts)
+        eos = tokenizer.convert_tokens_to_ids(",")  # a common token, so that some rows end early
+        generated, cot_length, cache = model.generate_cots(inputs, max_new_tokens=8, do_sample=False, eos_token_id=eos)
+        think = model.reward_after_generation(inputs, generated, cot_length, cache)
+    written = [generated[row, :n].tolist() for row, n in enumerate(cot_length.tolist())]
+    torch.testing.assert_close(think, expected(videos, prompts, written), rtol=0, atol=TOLERANCE)
+    scored = model.score(videos, prompts, max_new_tokens=8, generation_kwargs={"eos_token_id": eos})
+    torch.testing.assert_close(torch.tensor([r.reward for r in scored]), think, rtol=0, atol=TOLERANCE)
+
+    config = stage2_config(tmp_path)
+    texts = ["Red.", "The square is red.", "Blue, not red.", "", "Still.", "It moves up.", "Green.", "A square."]
+    rollouts = rollouts_from_texts(model, pairs, texts, config)
+    with torch.no_grad():
+        _, rollout_rewards = logprobs_and_rewards(model, rollouts)
+        masked = masked_rewards(model, rollouts, config.group_size)
+    row_videos, row_prompts = [v for v in videos for _ in range(2)], [p for p in prompts for _ in range(2)]
+    text_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    torch.testing.assert_close(rollout_rewards, expected(row_videos, row_prompts, text_ids), rtol=0, atol=TOLERANCE)
+    torch.testing.assert_close(masked, expected(videos, prompts, [[]] * 4), rtol=0, atol=TOLERANCE)

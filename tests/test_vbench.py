@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from descore_reward import vbench
+from descore_reward.vbench import results as vbench
 
 NOTEBOOK = Path(__file__).parents[1] / "examples" / "vbench" / "compare.ipynb"
 

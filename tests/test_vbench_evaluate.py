@@ -1,6 +1,6 @@
 """`examples/vbench/evaluate.py` run by VBench 0.1.5 itself, in its own environment, offline on random
 weights of the real architectures (`tests/vbench/random_cache.py`), and the quick-look evaluator
-(`descore_reward.quick_look`) checked against it video by video on the same weights.
+(`descore_reward.vbench.quick_look`) checked against it video by video on the same weights.
 
 The VBench environment is not the library's: these tests run where `DESCORE_VBENCH_PYTHON` names its
 interpreter (`.ci/run` builds one, as `examples/vbench/requirements-vbench.txt` says) and are skipped
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from descore_reward import vbench
 from descore_reward.synthetic import Scene, render, write_mp4
+from descore_reward.vbench import results as vbench
 
 ROOT = Path(__file__).parents[1]
 PYTHON = os.environ.get("DESCORE_VBENCH_PYTHON")
@@ -79,7 +79,7 @@ def test_evaluate_writes_vbench_results_the_library_reads(vbench_run):
 
 
 def test_quick_look_matches_vbench_video_by_video(cache, videos, vbench_run):
-    from descore_reward.quick_look import QuickLook, read_frames
+    from descore_reward.vbench.quick_look import QuickLook, read_frames
 
     _, results = vbench_run
     quick_look = QuickLook(cache_dir=cache)

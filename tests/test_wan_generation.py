@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from descore_reward.integrations.wan_generation import (
+from descore_reward.video import VideoSampling, load_video
+from descore_reward.wan.generation import (
     MANIFEST,
     GenerationSettings,
     generate_videos,
     read_vbench_prompts,
     video_path,
 )
-from descore_reward.video import VideoSampling, load_video
 
 from .conftest import load_wan
 

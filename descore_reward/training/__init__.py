@@ -1,1 +1,2 @@
-"""The two DeScore training stages: discriminative cold start (`cold_start`) and dual-objective RL."""
+"""Training DeScore: the two stages (`cold_start`, `rl`), and what every trainer of this library,
+the Wan ones included, shares: `config`, `checkpoint`, `distributed`."""

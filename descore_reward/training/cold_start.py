@@ -14,7 +14,6 @@ accumulation, accelerate for devices and precision, atomic checkpoints with exac
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +23,16 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_text
-from ..checkpoint import resume, save_checkpoint
-from ..config import TrainerConfig
 from ..data import DataError, PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
-from ..distributed import data_parallel_accelerator, finish_trackers, optimizer_step
 from ..errors import DeScoreInputError
-from ..evaluation import preference_metrics
+from ..evaluation.metrics import preference_metrics
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
-from ..plots import save_figure
 from ..rubrics import read_instruction_file
 from ..video import VideoSampling
+from .config import TrainerConfig
+from .distributed import epoch_shard, optimizer_step
+from .run import TrainingRun
 
 
 @dataclass(kw_only=True)
@@ -73,7 +70,6 @@ class ColdStartConfig(TrainerConfig):
     mask_per: str = "pair"
     loss: str = "bt"
     tie_theta: float = 5.0
-    head_hidden_size: int | None = None
     head_bias: bool = False
     sampling: dict = field(default_factory=dict)
     lora: bool = True
@@ -145,8 +141,8 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -
 
 
 def cot_mask(count: int, p_mask: float, key: tuple[int, ...]) -> list[bool]:
-    """Which of `count` draws drop their CoT (True = dropped), drawn from `key` (seed, epoch, batch,
-    process) alone, so that a resumed run draws the same masks and each process its own."""
+    """Which of `count` draws drop their CoT (True = dropped), drawn from `key` (the step's seed and the
+    micro-batch) alone, so that a resumed run draws the same masks and each process its own."""
     return (np.random.default_rng(key).random(count) < p_mask).tolist()
 
 
@@ -171,7 +167,6 @@ def build_model(config: ColdStartConfig) -> DeScoreModel:
     else:
         template = read_instruction_file(config.instruction_file)
         descore_config = DeScoreConfig(
-            head_hidden_size=config.head_hidden_size,
             head_bias=config.head_bias,
             tie_theta=config.tie_theta if config.loss == "rao_kupper" else None,
             sampling=VideoSampling(**config.sampling),
@@ -237,13 +232,12 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
 
     `model`: a DeScore model to train (set up by `prepare_model`, and trained in place); None builds
     it from `config.model`. `stop_after` ends the run after that many optimizer steps, as an
-    interruption would (the schedule still spans the whole run). Returns the trainer state: step,
-    losses, evaluations.
+    interruption would (the schedule still spans the whole run). Returns the trainer state
+    (`training/run.py`): each step's loss and learning rate, the held-out accuracies with and without
+    CoT before training and every `eval_every` steps.
     """
-    from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    output_dir = Path(config.output_dir)
     template = read_instruction_file(config.instruction_file)
     train_pairs = read_pairs(config.train_data, config.label_column, template)  # every problem reported up front
     eval_pairs = read_pairs(config.eval_data, config.label_column, template) if config.eval_data else []
@@ -251,71 +245,52 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
         raise DataError(
             [f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs (or loss: rao_kupper)"]
         )
-    accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
+    steps = config.max_steps  # known once the process count is: one epoch is a pass over this process's shard
+    run = TrainingRun(config, "cold start", total_steps=0)
+    accelerator = run.accelerator
     accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
-    set_seed(config.seed)
+    shard_size = len(epoch_shard(len(train_pairs), 0, config.seed, 0, accelerator.num_processes))
+    batches_per_epoch = math.ceil(shard_size / config.micro_batch_size)
+    run.total_steps = steps or config.epochs * math.ceil(batches_per_epoch / accumulation)
     model = (build_model(config) if model is None else prepare_model(model, config)).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
-    # Each process takes an equal shard of every epoch's shuffled order.
-    shard_size = len(train_pairs) // accelerator.num_processes
-    batches_per_epoch = math.ceil(shard_size / config.micro_batch_size)
+    warmup = round(config.warmup_ratio * run.total_steps)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, warmup, run.total_steps)
+    state = run.resume(model, optimizer, scheduler, epoch=0, batches_done=0)
     collate = PairCollator(model.config.sampling)
 
     def epoch_batches(epoch: int, skip: int) -> torch.utils.data.DataLoader:
-        """This process's batches of `epoch` after the first `skip`; the order depends on the seed and
-        the epoch alone, and skipped batches are never decoded."""
-        generator = torch.Generator().manual_seed(config.seed + epoch)
-        order = list(torch.utils.data.RandomSampler(train_pairs, generator=generator))
-        shard = order[accelerator.process_index :: accelerator.num_processes][:shard_size]
-        remaining = shard[skip * config.micro_batch_size :]
+        """This process's micro-batches of `epoch` after the first `skip` (skipped ones are never decoded)."""
+        shard = epoch_shard(len(train_pairs), epoch, config.seed, accelerator.process_index, accelerator.num_processes)
         return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(PairDataset(train_pairs), remaining),
+            torch.utils.data.Subset(PairDataset(train_pairs), shard[skip * config.micro_batch_size :]),
             batch_size=config.micro_batch_size,
             collate_fn=collate,
             num_workers=config.num_workers,
-            generator=generator,  # its workers' seeds come from here, not from the global generator that
-        )  # LoRA dropout draws from: a loader started on resume would shift every later draw
+            generator=torch.Generator().manual_seed(config.seed + epoch),  # its workers' seeds: not drawn
+        )  # from the global generator that LoRA dropout draws from, so a resumed run draws the same
 
-    steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, round(config.warmup_ratio * total_steps), total_steps)
-
-    state = {"step": 0, "epoch": 0, "batches_done": 0, "losses": [], "evaluations": []}
-    resumed = resume(output_dir, model, optimizer, scheduler)
-    if resumed is not None:
-        state = resumed
-        accelerator.print(f"resuming from step {state['step']}")
-    if state["step"] >= total_steps:
-        accelerator.print(f"nothing to do: {output_dir} holds a finished run of {state['step']} steps")
-    if accelerator.is_main_process and config.report_to:
-        accelerator.init_trackers("descore-cold-start", {k: str(v) for k, v in dataclasses.asdict(config).items()})
-
-    def evaluate() -> None:
-        if not eval_pairs or not accelerator.is_main_process:
-            return
-        row = {"step": state["step"]}
+    def evaluate() -> dict:
+        row = {}
         for name, use_cot in (("cot", True), ("masked", False)):
             metrics = evaluate_pairs(model, eval_pairs, use_cot, config.micro_batch_size)
             row[f"accuracy_{name}"] = metrics["accuracy_without_ties"]
             row[f"accuracy_with_ties_{name}"] = metrics["accuracy_with_ties"]
-        state["evaluations"].append(row)
-        accelerator.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step=state["step"])
+        return row
 
-    if state["step"] == 0:
-        evaluate()
-    progress = tqdm(
-        total=total_steps, initial=state["step"], desc="cold start", disable=not accelerator.is_main_process
-    )
-    finished = state["step"] >= total_steps
-    while not finished:
-        window_loss = 0.0
+    if run.step == 0 and eval_pairs:
+        run.evaluate(evaluate)
+    stop = run.finished
+    while not stop:
+        window_loss, micro_batch = 0.0, 0
+        run.seed_step()  # this step's dropout draws
         for batch in epoch_batches(state["epoch"], state["batches_done"]):
             state["batches_done"] += 1
             last_of_step = state["batches_done"] % accumulation == 0 or state["batches_done"] == batches_per_epoch
-            key = (config.seed, state["epoch"], state["batches_done"], accelerator.process_index)
-            cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, key, config.mask_per)
+            cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, (run.step_seed(), micro_batch), config.mask_per)
+            micro_batch += 1
             labels = torch.tensor([p.human for p in batch.pairs], device=accelerator.device)
             with accelerator.autocast():
                 reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
@@ -325,56 +300,14 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
             if not last_of_step:
                 continue
             optimizer_step(accelerator, optimizer, config.max_grad_norm)
+            learning_rate = scheduler.get_last_lr()[0]
             scheduler.step()
-            state["step"] += 1
-            state["losses"].append(window_loss)
-            window_loss = 0.0
-            progress.update(1)
-            if state["step"] % config.log_every == 0:
-                accelerator.log(
-                    {"train/loss": state["losses"][-1], "train/lr": scheduler.get_last_lr()[0]}, step=state["step"]
-                )
-            if state["step"] % config.eval_every == 0 or state["step"] == total_steps:
-                evaluate()
-            if state["step"] >= total_steps:
-                finished = True
             if state["batches_done"] == batches_per_epoch:
                 state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
-            at_save = state["step"] % config.save_every == 0 or finished or state["step"] == stop_after
-            if at_save and accelerator.is_main_process:
-                save_checkpoint(output_dir, model, optimizer, state, scheduler, config.keep_checkpoints)
-            if finished or state["step"] == stop_after:
+            metrics = {"loss": window_loss, "learning_rate": learning_rate}
+            stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
+            if stop or state["batches_done"] == 0:  # the run's end, or the epoch's: a new loader
                 break
-        if state["step"] == stop_after:
-            break
-    progress.close()
-    if finished and accelerator.is_main_process:
-        model.save_pretrained(output_dir / "final", include_backbone=not config.lora)
-        atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
-        plot_training(state, output_dir / "training_curves.png")
-    finish_trackers(accelerator)
-    return state
-
-
-def plot_training(state: dict, path: Path) -> None:
-    """Loss per step and held-out accuracy (with and without CoT) per evaluation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 3.5))
-    loss_axes.plot(range(1, len(state["losses"]) + 1), state["losses"])
-    loss_axes.set(xlabel="step", ylabel="loss", title="training loss")
-    for name in ("cot", "masked"):
-        rows = [r for r in state["evaluations"] if r.get(f"accuracy_{name}") is not None]
-        accuracy_axes.plot(
-            [r["step"] for r in rows],
-            [r[f"accuracy_{name}"] for r in rows],
-            marker="o",
-            label="with CoT" if name == "cot" else "CoT masked",
-        )
-    accuracy_axes.set(xlabel="step", ylabel="pair accuracy (w/o ties)", title="held-out accuracy", ylim=(-0.03, 1.05))
-    accuracy_axes.legend()
-    figure.tight_layout()
-    save_figure(figure, path, dpi=110)
+            window_loss, micro_batch = 0.0, 0
+            run.seed_step()
+    return run.finish(lambda path: model.save_pretrained(path, include_backbone=not config.lora))

@@ -2,7 +2,7 @@
 
 Each step takes `pairs_per_step` human pairs. Both videos of every pair get `group_size` sampled
 CoTs. Every rollout earns its rubric's rule-based reward (`rubrics.py`), normalised within its group into
-an advantage. One forward pass over `[video ; prompt ; cot ; <reward>]` then gives both the CoT
+an advantage. One forward pass over `[video ; prompt ; cot ; <reward>]` (`rollouts.py`) then gives both the CoT
 tokens' log-probabilities (for GRPO) and the `<reward>` hidden state (for BT: the i-th rollout of
 the winner against the i-th of the loser). `L = grpo_coefficient * L_GRPO + bt_coefficient * L_BT`.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,21 +27,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import PeftModel
-from tqdm.auto import tqdm
-from transformers import GenerationConfig
 
-from ..atomic import atomic_write_text
-from ..checkpoint import resume, save_checkpoint
-from ..config import TrainerConfig
 from ..data import DataError, PreferencePair, read_pairs
-from ..distributed import data_parallel_accelerator, epoch_batch, finish_trackers, optimizer_step, step_seed
 from ..errors import DeScoreInputError
-from ..evaluation import preference_metrics
-from ..losses import group_advantages, labelled_bradley_terry_loss
+from ..evaluation.metrics import preference_metrics
+from ..losses import labelled_bradley_terry_loss
 from ..modeling import ADAPTER_DIR, DeScoreModel, read_config
-from ..plots import plot_curves
 from ..rubrics import RolloutRewardConfig, Rubric, get_rubric, read_instruction_file
-from ..video import load_video
+from .config import TrainerConfig
+from .distributed import epoch_batch, optimizer_step
+from .rollouts import (
+    Rollouts,
+    logprobs_and_rewards,
+    masked_rewards,
+    pair_micro_batches,
+    sample_rollouts,
+    select_rollouts,
+)
+from .run import TrainingRun
 
 
 @dataclass(kw_only=True)
@@ -124,7 +126,6 @@ class RLConfig(TrainerConfig):
     eval_data: str | None = None
     eval_every: int = 10
     eval_batch_size: int = 8
-    log_every: int = 1
     save_every: int = 10
 
     def __post_init__(self):
@@ -195,44 +196,6 @@ def grpo_loss(
     return loss, stats
 
 
-@dataclass
-class Rollouts:
-    """`N = 2 * pairs * group_size` sampled CoTs; rows are A videos then B videos, each video's group in a row."""
-
-    sequence: dict  # backbone inputs for [prompt ; cot ; <reward>], video features included
-    prompt_length: int
-    response_mask: torch.Tensor  # (N, L): the CoT tokens and the end-of-sequence token, if any
-    texts: list[str]
-    rewards: torch.Tensor  # (N,) rule-based
-    terms: dict[str, torch.Tensor]  # each rule term (N,)
-    advantages: torch.Tensor  # (N,)
-    labels: torch.Tensor  # (pairs * group_size,) human label of each A/B rollout pair
-    temperature: float = 1.0  # the sampling temperature: log-probs are of the distribution sampled from
-
-
-def pair_micro_batches(rollouts: Rollouts, group_size: int, pairs_per_batch: int | None) -> list[torch.Tensor]:
-    """Row indices of the rollouts of `pairs_per_batch` pairs at a time (their A rows, then their B rows),
-    so that each micro-batch holds both sides of its BT pairs; a single batch of all rows for None."""
-    half = len(rollouts.texts) // 2
-    size = half if pairs_per_batch is None else pairs_per_batch * group_size
-    return [torch.cat([rows, rows + half]) for rows in torch.arange(half).split(size)]
-
-
-def select_rollouts(rollouts: Rollouts, rows: torch.Tensor) -> Rollouts:
-    """The rollouts at `rows`, A rows then as many B rows (a micro-batch from `pair_micro_batches`)."""
-    return Rollouts(
-        sequence=DeScoreModel.select_sequences(rollouts.sequence, rows),
-        prompt_length=rollouts.prompt_length,
-        response_mask=rollouts.response_mask[rows],
-        texts=[rollouts.texts[i] for i in rows.tolist()],
-        rewards=rollouts.rewards[rows],
-        terms={name: term[rows] for name, term in rollouts.terms.items()},
-        advantages=rollouts.advantages[rows],
-        labels=rollouts.labels[rows[: len(rows) // 2]],
-        temperature=rollouts.temperature,
-    )
-
-
 @contextlib.contextmanager
 def reference_policy(model: DeScoreModel):
     """Run the stage-1 (reference) policy: the frozen stage-1 adapter, or no adapter at all."""
@@ -251,16 +214,16 @@ def reference_policy(model: DeScoreModel):
 @torch.no_grad()
 def policy_logprobs(model: DeScoreModel, rollouts: Rollouts) -> torch.Tensor:
     """The current policy's CoT log-probs `(N, L)`, without gradients (the old policy of an update)."""
-    return sequence_logprobs_and_rewards(model, rollouts)[0]
+    return logprobs_and_rewards(model, rollouts)[0]
 
 
 @torch.no_grad()
 def reference_logprobs(model: DeScoreModel, reference: DeScoreModel | None, rollouts: Rollouts) -> torch.Tensor:
     """The reference policy's CoT log-probs `(N, L)`: a frozen reference model, or the reference adapter."""
     if reference is not None:
-        return sequence_logprobs_and_rewards(reference, rollouts)[0]
+        return logprobs_and_rewards(reference, rollouts)[0]
     with reference_policy(model):
-        return sequence_logprobs_and_rewards(model, rollouts)[0]
+        return logprobs_and_rewards(model, rollouts)[0]
 
 
 def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
@@ -283,133 +246,6 @@ def prepare_policy(model: DeScoreModel, config: RLConfig) -> DeScoreModel:
     return model.train()
 
 
-def sequence_logprobs_and_rewards(model: DeScoreModel, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward over `[prompt ; cot ; <reward>]`: the CoT tokens' log-probs `(N, L)` and rewards `(N,)`."""
-    return model.cot_logprobs_and_rewards(
-        rollouts.sequence, rollouts.prompt_length, rollouts.response_mask.shape[1], rollouts.temperature
-    )
-
-
-@contextlib.contextmanager
-def plain_generation_config(model: DeScoreModel):
-    """Generation with only the settings passed to it: the backbone's `generation_config.json` (a
-    repetition penalty, top-k, ...) is set aside, its special tokens kept, so rollouts are sampled from
-    the distribution whose log-probs the update computes."""
-    backbone = model.unwrapped_backbone
-    saved = backbone.generation_config
-    tokens = ("bos_token_id", "eos_token_id", "pad_token_id")
-    backbone.generation_config = GenerationConfig(**{name: getattr(saved, name) for name in tokens})
-    try:
-        yield
-    finally:
-        backbone.generation_config = saved
-
-
-@torch.no_grad()
-def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> Rollouts:
-    """Encode each video once, sample `group_size` CoTs per video, and score them with the rules."""
-    inputs, features = encode_pairs(model, pairs)
-    rows = [video for video in range(2 * len(pairs)) for _ in range(config.group_size)]
-    prompts = {key: inputs[key][rows] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
-    with plain_generation_config(model):
-        generated, cot_length, _ = model.generate_cots(
-            prompts,
-            mm_encoder_outputs={"video": model.select_video_features(features, rows)},
-            do_sample=True,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=0,  # no top-k (transformers' own default is 50): the log-probs are full-softmax
-            max_new_tokens=config.max_new_tokens,
-        )
-    return assemble_rollouts(model, pairs, inputs, features, generated, cot_length, config)
-
-
-def encode_pairs(model: DeScoreModel, pairs: list[PreferencePair]) -> tuple[object, object]:
-    """`model.encode_videos` of the A videos, then the B videos, of `pairs` with their prompts."""
-    videos = [load_video(p.video_a, model.config.sampling) for p in pairs] + [
-        load_video(p.video_b, model.config.sampling) for p in pairs
-    ]
-    return model.encode_videos(videos, [p.prompt for p in pairs] * 2)
-
-
-@torch.no_grad()
-def rollouts_from_texts(
-    model: DeScoreModel, pairs: list[PreferencePair], texts: list[str], config: RLConfig
-) -> Rollouts:
-    """Rollouts of given CoTs instead of sampled ones (`group_size` texts per video, A videos then B
-    videos), each ended by the end-of-sequence token as a sampled one is: for supervised warm-ups
-    (their log-probs are an SFT loss), tests and experiments with known CoTs."""
-    group = config.group_size
-    if len(texts) != 2 * len(pairs) * group:
-        expected = f"{2 * len(pairs) * group} texts (2 videos x {len(pairs)} pairs x {group})"
-        raise DeScoreInputError(f"expected {expected}, got {len(texts)}")
-    for index, text in enumerate(texts):
-        if model.config.reward_token in text:
-            raise DeScoreInputError(f"texts[{index}]: contains the reserved token {model.config.reward_token!r}")
-    tokenizer = model.processor.tokenizer
-    eos = model.eos_token_ids()[0]
-    token_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
-    width = max(len(ids) for ids in token_ids) + 1
-    generated = torch.full((len(texts), width), tokenizer.pad_token_id, dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        generated[row, : len(ids) + 1] = torch.tensor([*ids, eos])
-    cot_length = torch.tensor([len(ids) for ids in token_ids])
-    inputs, features = encode_pairs(model, pairs)
-    device = model.device
-    return assemble_rollouts(model, pairs, inputs, features, generated.to(device), cot_length.to(device), config)
-
-
-def assemble_rollouts(
-    model: DeScoreModel,
-    pairs: list[PreferencePair],
-    inputs,
-    features,
-    generated: torch.Tensor,
-    cot_length: torch.Tensor,
-    config: RLConfig,
-) -> Rollouts:
-    """Rollouts of CoT tokens `generated` `(N, L)` (row i: rollout `i % group_size` of video
-    `i // group_size`), `cot_length[i]` of them the CoT: sequences, rule rewards, advantages, labels."""
-    group = config.group_size
-    rows = [video for video in range(2 * len(pairs)) for _ in range(group)]
-    tokenizer = model.processor.tokenizer
-    texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(generated, cot_length.tolist())]
-    truths = [p.scores_a for p in pairs] + [p.scores_b for p in pairs]
-    rewards, terms = rule_rewards(model.rubric, texts, cot_length.tolist(), truths, group, config.rewards(model.rubric))
-    positions = torch.arange(generated.shape[1], device=generated.device)
-    return Rollouts(
-        sequence=model.cot_sequences(inputs, features, rows, generated, cot_length),
-        prompt_length=inputs["input_ids"].shape[1],
-        response_mask=positions <= cot_length[:, None],  # the end-of-sequence token is part of the response
-        texts=texts,
-        rewards=rewards,
-        terms=terms,
-        advantages=group_advantages(rewards, group, epsilon=config.advantage_epsilon).to(generated.device),
-        labels=torch.tensor([p.human for p in pairs]).repeat_interleave(group).to(generated.device),
-        temperature=config.temperature,
-    )
-
-
-def rule_rewards(
-    rubric: Rubric,
-    texts: list[str],
-    token_counts: list[int],
-    truths: list[dict],
-    group_size: int,
-    config: RolloutRewardConfig,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Rule rewards `(N,)` and each term `(N,)` of rollouts in video-major order: row i is rollout
-    `i % group_size` of video `i // group_size`, judged against that video's truth and nothing else."""
-    scored = [
-        rubric.rollout_reward(text, tokens, truths[row // group_size], config)
-        for row, (text, tokens) in enumerate(zip(texts, token_counts, strict=True))
-    ]
-    rewards = torch.tensor([total for total, _ in scored])
-    return rewards, {
-        name: torch.tensor([terms[name] for _, terms in scored]) for name in ("format", "quality", "length")
-    }
-
-
 def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
     """BT loss of the head's rewards on (A rollout i, B rollout i) and its pair accuracy (decided pairs)."""
     half = len(rewards) // 2
@@ -419,13 +255,6 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
         float(((reward_a - reward_b)[decided] * labels[decided] > 0).float().mean()) if decided.any() else math.nan
     )
     return labelled_bradley_terry_loss(reward_a, reward_b, labels), accuracy
-
-
-def masked_rewards(model: DeScoreModel, rollouts: Rollouts, group_size: int) -> torch.Tensor:
-    """Rewards `(V,)` of `[video ; prompt ; <reward>]` (the CoT masked) for each video of `rollouts`,
-    A videos then B videos: the prompt of each group's first row with `<reward>` appended."""
-    rows = torch.arange(0, len(rollouts.texts), group_size, device=rollouts.advantages.device)
-    return model.masked_rewards(rollouts.sequence, rollouts.prompt_length, rows)
 
 
 def policy_update(
@@ -467,7 +296,7 @@ def policy_update(
                 grpo_share = 1.0 if token_mean else len(micro.texts) / rows
                 bt_share = int((micro.labels != 0).sum()) / decided
                 with autocast():
-                    logprobs, rewards = sequence_logprobs_and_rewards(model, micro)
+                    logprobs, rewards = logprobs_and_rewards(model, micro)
                     if old is None:  # no GRPO term: ratio 1, no KL
                         old = ref = logprobs.detach()
                     policy_loss, stats = grpo_loss(
@@ -528,37 +357,14 @@ def evaluate_policy(model: DeScoreModel, pairs: list[PreferencePair], config: RL
             videos, prompts, think=think, max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size
         )
         if think:
-            metrics["eval_format_rate"] = float(np.mean([model.rubric.parse(r.cot).well_formed for r in results]))
+            metrics["think_format_rate"] = float(np.mean([model.rubric.parse(r.cot).well_formed for r in results]))
         rewards = [r.reward for r in results]
         margins = np.asarray(rewards[: len(pairs)]) - np.asarray(rewards[len(pairs) :])
         result = preference_metrics([p.human for p in pairs], margins)
-        metrics[f"eval_{mode}_accuracy"] = result["accuracy_without_ties"]
-        metrics[f"eval_{mode}_accuracy_with_ties"] = result["accuracy_with_ties"]
+        metrics[f"{mode}_accuracy"] = result["accuracy_without_ties"]
+        metrics[f"{mode}_accuracy_with_ties"] = result["accuracy_with_ties"]
     model.train(was_training)
     return metrics
-
-
-def plot_training(state: dict, path: Path) -> None:
-    """The stage-2 curves: rule reward, format rate, head accuracy, both BT losses, KL and clip fraction
-    per step, and the held-out think- and fast-mode accuracies when there are any."""
-    series = {
-        "history": (
-            "rollout_reward",
-            "format_rate",
-            "head_pair_accuracy",
-            "bt_loss",
-            "masked_bt_loss",
-            "kl",
-            "clip_fraction",
-        ),
-        "evaluations": ("eval_think_accuracy", "eval_fast_accuracy", "eval_format_rate"),
-    }
-    curves = {}
-    for key, names in series.items():
-        rows = state[key]
-        for name in names if rows else ():
-            curves[name] = ([row["step"] for row in rows], [row.get(name, math.nan) for row in rows])
-    plot_curves(curves, path, "stage 2: dual-objective RL")
 
 
 def check_truths(pairs: list[PreferencePair], rubric_name: str) -> None:
@@ -576,18 +382,19 @@ def check_truths(pairs: list[PreferencePair], rubric_name: str) -> None:
 
 
 def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int | None = None) -> dict:
-    """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state.
+    """Run stage 2, resuming from the newest checkpoint in `output_dir`. Returns the trainer state
+    (`training/run.py`): each step's losses, rule rewards, KL, clip fraction and head accuracy, and the
+    held-out evaluations.
 
     `model`: the stage-1 model, already loaded (with `is_trainable=True`), made the policy by
     `prepare_policy` and trained in place; None loads `config.model`, which names the stage-1
     checkpoint either way (the reference adapter or the frozen reference is read from it)."""
-    output_dir = Path(config.output_dir)
     template = read_instruction_file(config.instruction_file)
     pairs = read_pairs(config.train_data, template=template)  # JSONL, or the authors' stage-2 CSV
     check_truths(pairs, (model.config if model is not None else read_config(config.model)).rubric)  # before loading
     eval_pairs = read_pairs(config.eval_data) if config.eval_data else []
-    accelerator = data_parallel_accelerator(output_dir, config.mixed_precision, config.report_to)
-    torch.manual_seed(config.seed)
+    run = TrainingRun(config, "dual-objective RL", config.steps)
+    accelerator = run.accelerator
     model = prepare_policy(model or DeScoreModel.from_pretrained(config.model, is_trainable=True), config)
     model.to(accelerator.device)
     reference = None
@@ -598,53 +405,25 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
-    state = resume(output_dir, model, optimizer) or {"step": 0, "history": [], "evaluations": []}
-    if state["step"] >= config.steps:
-        accelerator.print(f"nothing to do: {output_dir} holds a finished run of {state['step']} steps")
-    elif state["step"]:
-        accelerator.print(f"resuming from step {state['step']}")
-    if accelerator.is_main_process and config.report_to:
-        accelerator.init_trackers("descore-rl", {k: str(v) for k, v in dataclasses.asdict(config).items()})
+    run.resume(model, optimizer)
 
-    def evaluate() -> None:  # greedy scoring: no random draws, so a resumed run stays exact
-        if eval_pairs and accelerator.is_main_process:
-            with accelerator.autocast():
-                row = {"step": state["step"], **evaluate_policy(model, eval_pairs, config)}
-            state["evaluations"].append(row)
-            accelerator.log({f"eval/{k[5:]}": v for k, v in row.items() if k != "step"}, step=state["step"])
+    def evaluate() -> dict:  # greedy scoring: no random draws, so a resumed run stays exact
+        with accelerator.autocast():
+            return evaluate_policy(model, eval_pairs, config)
 
-    if state["step"] == 0:
-        evaluate()
-    progress = tqdm(
-        total=config.steps, initial=state["step"], desc="dual-objective RL", disable=not accelerator.is_main_process
-    )
-    while state["step"] < config.steps and state["step"] != stop_after:
-        # A shuffled epoch of pairs shared out over processes; the same pairs and rollouts again on resume.
+    if run.step == 0 and eval_pairs:
+        run.evaluate(evaluate)
+    stop = run.finished
+    while not stop:
         rank, processes = accelerator.process_index, accelerator.num_processes
-        chosen = epoch_batch(len(pairs), state["step"], config.pairs_per_step, config.seed, rank, processes)
-        batch = [pairs[i] for i in chosen]
-        torch.manual_seed(step_seed(config.seed, state["step"], rank))
+        batch = [
+            pairs[i] for i in epoch_batch(len(pairs), run.step, config.pairs_per_step, config.seed, rank, processes)
+        ]
+        run.seed_step()  # the rollouts' sampling
         model.eval()
         with accelerator.autocast():
             rollouts = sample_rollouts(model, batch, config)
         model.train()
-        row = {"step": state["step"] + 1, **policy_update(model, optimizer, rollouts, config, accelerator, reference)}
-        state["step"] += 1
-        state["history"].append(row)
-        progress.update(1)
-        if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
-            evaluate()
-        if state["step"] % config.log_every == 0:
-            accelerator.log(
-                {f"rl/{k}": v for k, v in row.items() if k != "step" and not math.isnan(v)}, step=state["step"]
-            )
-        done = state["step"] >= config.steps or state["step"] == stop_after
-        if accelerator.is_main_process and (state["step"] % config.save_every == 0 or done):
-            save_checkpoint(output_dir, model, optimizer, state, keep=config.keep_checkpoints)
-    progress.close()
-    if state["step"] >= config.steps and accelerator.is_main_process:
-        model.save_pretrained(output_dir / "final", include_backbone=not config.lora)
-        atomic_write_text(output_dir / "trainer_state.json", json.dumps(state, indent=2))
-        plot_training(state, output_dir / "training_curves.png")
-    finish_trackers(accelerator)
-    return state
+        metrics = policy_update(model, optimizer, rollouts, config, accelerator, reference)
+        stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
+    return run.finish(lambda path: model.save_pretrained(path, include_backbone=not config.lora))

@@ -38,9 +38,9 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from descore_reward import vbench
 from descore_reward.atomic import atomic_write_text
 from descore_reward.plots import plot_gains
+from descore_reward.vbench import results as vbench
 
 RESULTS = Path(os.environ.get("VBENCH_RESULTS", "runs/vbench/results"))
 RUNS = ("baseline", "grpo", "flow_dpo", "best_of_4")  # the rows, where their results exist

@@ -1,11 +1,11 @@
 """Generate the VBench videos of the paper's five dimensions with Wan-2.1-1.3B, optionally with a LoRA
-from `examples/train_wan.py`; with `--best-of N --descore DIR`, each kept video is the best of N
+from `descore train flow-dpo` or `wan-grpo`; with `--best-of N --descore DIR`, each kept video is the best of N
 candidates by DeScore (test-time scaling). Same layout either way: `{out}/{prompt}-{i}.mp4`, five per
 prompt, 16 fps, and `{out}/manifest.json` (settings and every seed). Rerun to resume; share out
 over GPUs with `accelerate launch`.
 
     accelerate launch examples/vbench/generate.py --out runs/vbench/baseline
-    accelerate launch examples/vbench/generate.py --lora runs/longcat_grpo_wan_1_3b/lora --out runs/vbench/grpo
+    accelerate launch examples/vbench/generate.py --lora runs/grpo_wan_1_3b/final --out runs/vbench/grpo
     accelerate launch examples/vbench/generate.py --best-of 4 --descore DIR --out runs/vbench/best_of_4
 
 Defaults are the VBench team's Wan-2.1 settings (832x480, 81 frames, 50 steps, guidance 6.0, shift
@@ -19,15 +19,15 @@ import dataclasses
 
 import torch
 
-from descore_reward.integrations.wan_generation import GenerationSettings, generate_videos, read_vbench_prompts
-from descore_reward.vbench import VBENCH_DIMENSIONS
+from descore_reward.vbench.results import VBENCH_DIMENSIONS
+from descore_reward.wan.generation import GenerationSettings, generate_videos, read_vbench_prompts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for the videos (a rerun resumes)")
     parser.add_argument("--pipeline", default="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", help="WanPipeline id or path")
-    parser.add_argument("--lora", help="a LoRA folder written by examples/train_wan.py")
+    parser.add_argument("--lora", help="a LoRA folder written by `descore train flow-dpo` or `wan-grpo` (OUTPUT/final)")
     parser.add_argument("--full-info", help="VBench_full_info.json (default: the installed vbench package's)")
     parser.add_argument("--dimensions", nargs="+", default=list(VBENCH_DIMENSIONS))
     parser.add_argument("--best-of", type=int, default=1, help="candidates per video, ranked by --descore")

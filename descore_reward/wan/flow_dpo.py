@@ -23,14 +23,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import append_jsonl, read_jsonl_log
-from ..checkpoint import save_checkpoint
-from ..config import TrainerConfig
 from ..data import DataError, jsonl_records, read_text_file
-from ..distributed import finish_trackers, optimizer_step, step_seed
-from ..plots import plot_curves
-from .wan_generation import write_mp4_atomically
-from .wan_lora import reference_transformer, save_lora, start_lora_training
-from .wan_vae import cached_latents
+from ..training.config import TrainerConfig
+from ..training.distributed import epoch_batch, optimizer_step
+from .generation import write_mp4_atomically
+from .lora import reference_transformer, save_lora, start_lora_training
+from .vae import cached_latents
 
 
 def rank_dpo_pairs(
@@ -124,9 +122,9 @@ class FlowDPOConfig(TrainerConfig):
     alpha 64 as its Wan recipe).
 
     pipeline: a `WanPipeline` id or path. pairs: the JSONL `rank_dpo_pairs` writes.
-    `batch_size` pairs per process per step. `latent_cache`: a folder where the VAE latents of the pair
-    videos are kept across steps, resumes and runs (recommended for more than one pass over the pairs);
-    None encodes each video when it is drawn.
+    `batch_size` pairs per process per step, from shuffled epochs of the pairs. `latent_cache`: a folder
+    where the VAE latents of the pair videos are kept across steps, resumes and runs (recommended for more
+    than one pass over the pairs); None encodes each video when it is drawn.
     """
 
     pipeline: str
@@ -141,26 +139,19 @@ class FlowDPOConfig(TrainerConfig):
 
 def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> dict:
     """Train a LoRA with Flow-DPO on `config.pairs`, resuming from the newest checkpoint in `output_dir`;
-    the trained LoRA goes to `output_dir/lora`. `model`: a `WanPipeline` (trained in place); None loads
+    the trained LoRA goes to `output_dir/final`. `model`: a `WanPipeline` (trained in place); None loads
     `config.pipeline`. `stop_after` ends the run after that many steps, as an interruption would. Under
-    `accelerate launch` each process draws its own pairs and the gradients are averaged. Returns the
-    trainer state."""
+    `accelerate launch` each process draws its own share of each epoch of pairs and the gradients are
+    averaged. Returns the trainer state (`training/run.py`): each step's loss."""
     rows = read_dpo_pairs(config.pairs)  # checked before any model loads
-    accelerator, pipeline, optimizer, state = start_lora_training(
-        config, model, "descore-flow-dpo", {"step": 0, "losses": []}
-    )
-    transformer = pipeline.transformer
+    run, pipeline, optimizer = start_lora_training(config, model, "flow-dpo")
+    accelerator, transformer = run.accelerator, pipeline.transformer
     transformer.train()
-    progress = tqdm(
-        range(state["step"], config.steps),
-        desc="flow-dpo",
-        initial=state["step"],
-        total=config.steps,
-        disable=not accelerator.is_main_process,
-    )
-    for step in progress:
-        generator = torch.Generator().manual_seed(step_seed(config.seed, step, accelerator.process_index))
-        picks = [rows[i] for i in torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()]
+    stop = run.finished
+    while not stop:
+        rank, processes = accelerator.process_index, accelerator.num_processes
+        picks = [rows[i] for i in epoch_batch(len(rows), run.step, config.batch_size, config.seed, rank, processes)]
+        generator = run.seed_step()
         # Winner and loser in one batch: (2B, C, T', H', W'), sharing noise and time.
         x0 = torch.stack(
             [cached_latents(pipeline, r[key], config.latent_cache) for key in ("chosen", "rejected") for r in picks]
@@ -177,16 +168,5 @@ def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> d
         loss = flow_dpo_loss(*error.chunk(2), *reference.chunk(2), config.beta)
         loss.backward()
         optimizer_step(accelerator, optimizer, config.max_grad_norm)
-        state["step"] = step + 1
-        state["losses"].append(accelerator.reduce(loss.detach(), reduction="mean").item())
-        accelerator.log({"flow_dpo/loss": state["losses"][-1]}, step=state["step"])
-        at_end = state["step"] in (config.steps, stop_after)
-        if accelerator.is_main_process and (state["step"] % config.save_every == 0 or at_end):
-            save_checkpoint(config.output_dir, transformer, optimizer, state, keep=config.keep_checkpoints)
-        if state["step"] == stop_after:
-            break
-    if accelerator.is_main_process and state["step"] >= config.steps:
-        save_lora(pipeline, config.output_dir)
-        plot_curves({"DPO loss": state["losses"]}, Path(config.output_dir) / "loss_curve.png", "Flow-DPO on Wan")
-    finish_trackers(accelerator)
-    return state
+        stop = run.end_step({"loss": loss.item()}, stop_after=stop_after)
+    return run.finish(lambda path: save_lora(pipeline, path))

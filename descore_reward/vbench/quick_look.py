@@ -35,8 +35,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
-from .errors import DeScoreInputError
-from .vbench import VBENCH_DIMENSIONS, write_results
+from ..errors import DeScoreInputError
+from .results import VBENCH_DIMENSIONS, write_results
 
 # Where VBench keeps each dimension's weights, under its cache folder.
 CACHE_FILES = {

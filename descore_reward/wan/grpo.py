@@ -14,7 +14,7 @@ in a `WeightedRewards` mix), turned into advantages normalised within each promp
 and a configurable subset of the denoising steps is trained with the clipped policy loss plus a KL
 term to the reference (the transformer with its LoRA disabled), in `updates_per_batch` optimizer
 steps per sampled batch, so the ratio leaves 1 and the clip acts. LoRA on the transformer;
-checkpoints the shared ones (`descore_reward.checkpoint`).
+checkpoints, state and artefacts every trainer's (`descore_reward.training.run`).
 
 The KL term, per denoising step, between the policy's and the reference's Gaussian steps (means
 `m`, `m_ref`; `std_t = noise_level * sqrt(s / (1 - s))`; the step's own std is `std_t * sqrt(|ds|)`):
@@ -30,20 +30,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..checkpoint import save_checkpoint
-from ..config import TrainerConfig
-from ..distributed import finish_trackers, optimizer_step, step_seed
 from ..errors import DeScoreInputError
 from ..losses import group_advantages
-from ..plots import plot_curves
-from .wan_lora import reference_transformer, save_lora, start_lora_training
-from .wan_vae import decode_latents
+from ..training.config import TrainerConfig
+from ..training.distributed import epoch_batch, optimizer_step
+from .lora import reference_transformer, save_lora, start_lora_training
+from .vae import decode_latents
 
 
 def sde_step(
@@ -166,7 +162,7 @@ def sample_with_log_probs(
 
 
 @dataclass(kw_only=True)
-class LongcatGRPOConfig(TrainerConfig):
+class WanGRPOConfig(TrainerConfig):
     """GRPO settings, beside `TrainerConfig`'s. Defaults are Flow-GRPO's Wan-2.1-1.3B recipe: 240x416, 33 frames, 20
     sampling steps, guidance 4.5 against an empty negative prompt, 4 videos per prompt, 16 videos per
     process per sampled batch in 2 updates, KL beta 0.004 in Flow-GRPO's form, clip range 1e-3, LoRA
@@ -176,7 +172,8 @@ class LongcatGRPOConfig(TrainerConfig):
     pipeline: a `WanPipeline` id or path. prompts: the training prompts.
     reward_model / reward_think: the DeScore checkpoint (directory or id) that scores the videos when
         `train` is given no `reward_fn`, in fast mode or think-then-score.
-    prompts_per_step: prompts per process per step, each sampled `group_size` times.
+    prompts_per_step: prompts per process per step, each sampled `group_size` times, from shuffled epochs
+        of the prompts (a process with fewer prompts takes all it has).
     updates_per_batch: optimizer steps per sampled batch, each on a shuffled share of its videos; after
         the first the policy has moved, so the ratio leaves 1 and the clip range acts.
     guidance_scale / negative_prompt: classifier-free guidance in sampling and in the log-prob replay
@@ -226,7 +223,7 @@ class LongcatGRPOConfig(TrainerConfig):
 
 
 def policy_step_loss(
-    transformer, trajectory: Trajectory, advantages: torch.Tensor, step: int, config: LongcatGRPOConfig
+    transformer, trajectory: Trajectory, advantages: torch.Tensor, step: int, config: WanGRPOConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped policy loss plus `kl_beta` times the KL to the adapter-free reference (in `kl_form`) for
     one denoising step of every video of `trajectory`, velocities guided as they were when sampled."""
@@ -255,39 +252,34 @@ def policy_step_loss(
     }
 
 
-def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int | None = None) -> dict:
+def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | None = None) -> dict:
     """Run GRPO on `config.prompts`, resuming from the newest checkpoint in `output_dir`; the trained LoRA
-    goes to `output_dir/lora`. `model`: a `WanPipeline` (trained in place); None loads `config.pipeline`.
+    goes to `output_dir/final`. `model`: a `WanPipeline` (trained in place); None loads `config.pipeline`.
     `reward_fn(videos, prompts, metadata) -> (scores, info)`; None scores with `DeScoreReward` of
     `config.reward_model`. `stop_after` ends the run after that many steps, as an interruption would.
-    Under `accelerate launch` each process samples its own prompts and groups and the gradients are
-    averaged. Returns the trainer state: per-step mean reward, loss, KL and clip fraction."""
+    Under `accelerate launch` each process samples its own share of each epoch of prompts and the
+    gradients are averaged. Returns the trainer state (`training/run.py`): each step's mean reward,
+    loss, KL and clip fraction."""
     if not config.prompts:
         raise DeScoreInputError("prompts: expected at least one prompt")
     if reward_fn is None and config.reward_model is None:
         raise DeScoreInputError("reward_model: expected a DeScore checkpoint (or pass reward_fn to train)")
-    fresh_state = {"step": 0, "rewards": [], "losses": [], "kl": [], "clip_fraction": []}
-    accelerator, pipeline, optimizer, state = start_lora_training(config, model, "descore-longcat-grpo", fresh_state)
+    run, pipeline, optimizer = start_lora_training(config, model, "wan grpo")
+    accelerator, transformer = run.accelerator, pipeline.transformer
     if reward_fn is None:
-        from .reward import DeScoreReward
+        from ..integrations.reward import DeScoreReward
 
         dtype = torch.bfloat16 if accelerator.device.type == "cuda" else None  # 8B: 16 GB beside the generator
         reward_fn = DeScoreReward(
             config.reward_model, think=config.reward_think, device=accelerator.device, dtype=dtype
         )
-    transformer = pipeline.transformer
     trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
-    progress = tqdm(
-        range(state["step"], config.steps),
-        desc="longcat grpo",
-        initial=state["step"],
-        total=config.steps,
-        disable=not accelerator.is_main_process,
-    )
-    for step in progress:
-        generator = torch.Generator().manual_seed(step_seed(config.seed, step, accelerator.process_index))
-        chosen = torch.randint(len(config.prompts), (config.prompts_per_step,), generator=generator).tolist()
+    stop = run.finished
+    while not stop:
+        rank, processes = accelerator.process_index, accelerator.num_processes
+        chosen = epoch_batch(len(config.prompts), run.step, config.prompts_per_step, config.seed, rank, processes)
         prompts = [config.prompts[i] for i in chosen for _ in range(config.group_size)]
+        generator = run.seed_step()
         transformer.eval()
         with accelerator.autocast():
             trajectory = sample_with_log_probs(
@@ -310,7 +302,8 @@ def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int
         transformer.train()
         totals = torch.zeros(3)  # loss, KL, clip fraction, averaged over the updates and trained steps
         shuffled = torch.randperm(len(prompts), generator=generator)
-        for rows in shuffled.tensor_split(config.updates_per_batch):
+        updates = min(config.updates_per_batch, len(prompts))  # fewer prompts than asked: a smaller epoch
+        for rows in shuffled.tensor_split(updates):
             mini_batch = trajectory.select(rows)
             for denoising_step in trained:
                 with accelerator.autocast():
@@ -318,25 +311,9 @@ def train(config: LongcatGRPOConfig, model=None, reward_fn=None, stop_after: int
                         transformer, mini_batch, advantages[rows.to(advantages.device)], denoising_step, config
                     )
                 (loss / len(trained)).backward()
-                share = len(trained) * config.updates_per_batch
+                share = len(trained) * updates
                 totals += torch.tensor([loss.item(), stats["kl"], stats["clip_fraction"]]) / share
             optimizer_step(accelerator, optimizer, config.max_grad_norm)
-        reward = torch.tensor([float(np.nanmean(rewards))])
-        row = accelerator.reduce(torch.cat([reward, totals]).to(accelerator.device), reduction="mean").tolist()
-        state["step"] = step + 1
-        for key, value in zip(("rewards", "losses", "kl", "clip_fraction"), row):
-            state[key].append(value)
-        accelerator.log(
-            dict(zip(("grpo/reward", "grpo/loss", "grpo/kl", "grpo/clip_fraction"), row)), step=state["step"]
-        )
-        at_end = state["step"] in (config.steps, stop_after)
-        if accelerator.is_main_process and (state["step"] % config.save_every == 0 or at_end):
-            save_checkpoint(config.output_dir, transformer, optimizer, state, keep=config.keep_checkpoints)
-        if state["step"] == stop_after:
-            break
-    if accelerator.is_main_process and state["step"] >= config.steps:
-        save_lora(pipeline, config.output_dir)
-        curves = {name: state[key] for name, key in (("mean reward", "rewards"), ("loss", "losses"), ("KL", "kl"))}
-        plot_curves(curves, Path(config.output_dir) / "reward_curve.png", "Longcat GRPO on Wan")
-    finish_trackers(accelerator)
-    return state
+        metrics = {"reward": float(np.nanmean(rewards)), **dict(zip(("loss", "kl", "clip_fraction"), totals.tolist()))}
+        stop = run.end_step(metrics, stop_after=stop_after)
+    return run.finish(lambda path: save_lora(pipeline, path))

@@ -87,7 +87,7 @@ class VideoAlignStyleInferencer:
             sampling = dataclasses.replace(sampling, fps=fps)
         if num_frames is not None:
             count = max(2, 2 * round(num_frames / 2))  # VideoAlign's frame counts are even
-            sampling = dataclasses.replace(sampling, fps=1e6, min_frames=count, max_frames=count)
+            sampling = sampling.spread(count)
         if max_pixels is not None:
             sampling = dataclasses.replace(
                 sampling, max_pixels_per_frame=min(max_pixels, sampling.max_pixels_per_frame)

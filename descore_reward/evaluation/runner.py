@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import append_jsonl, atomic_write_text, claim_folder, read_jsonl_log, release_folder
-from .data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
-from .errors import DeScoreInputError, OutputFolderError
-from .evaluation import preference_metrics
-from .plots import save_figure
+from ..atomic import append_jsonl, atomic_write_text, claim_folder, read_jsonl_log, release_folder
+from ..data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
+from ..errors import DeScoreInputError, OutputFolderError
+from ..plots import save_figure
+from .metrics import preference_metrics
 
 BENCHMARKS: dict[str, Callable[..., list[PreferencePair]]] = {
     "in-domain": read_jsonl,
@@ -268,7 +268,7 @@ def evaluate(
     """Score `benchmark` with the DeScore checkpoint `model_dir` into `out`; returns all results so far."""
     from accelerate import Accelerator
 
-    from .modeling import DeScoreModel, read_config
+    from ..modeling import DeScoreModel, read_config
 
     out = Path(out)
     pairs = load_benchmark(benchmark, data, limit, video_root, label_column)

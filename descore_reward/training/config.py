@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import yaml
 
-from .errors import DeScoreInputError
+from ..errors import DeScoreInputError
 
 Config = TypeVar("Config")
 
@@ -32,7 +32,10 @@ class TrainerConfig:
         from the newest), the final weights, curves and tracker logs.
     mixed_precision: "no" (float32) or "bf16" autocast around the forward passes; the trained weights
         stay float32 either way.
+    save_every / log_every: a checkpoint, and the tracker's record of the step's metrics, every so many steps.
     report_to: an accelerate tracker ("tensorboard", "wandb", ...) or None.
+
+    What every trainer writes, and how it seeds and draws its data: `training/run.py`.
 
     A subclass lists config-file keys it renamed in `RENAMED_KEYS` (old -> new): YAML files and overrides
     that still use an old one load, with a warning.
@@ -47,6 +50,7 @@ class TrainerConfig:
     seed: int = 0
     save_every: int = 100
     keep_checkpoints: int = 2
+    log_every: int = 1
     report_to: str | None = "tensorboard"
 
     def __post_init__(self):

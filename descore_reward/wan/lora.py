@@ -1,19 +1,17 @@
 """The Wan trainers' setup: a `WanPipeline` loaded for training, a LoRA on its `WanTransformer3DModel`,
 the adapter-free reference, and the trained LoRA written where `WanPipeline.load_lora_weights` reads it.
-Checkpoints are the shared ones (`descore_reward.checkpoint`) of the transformer's trainable weights.
+Checkpoints, state and artefacts are every trainer's (`descore_reward.training.run`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from ..atomic import atomic_directory
-from ..checkpoint import resume
-from ..distributed import data_parallel_accelerator
+from ..training.run import TrainingRun
 
 # Attention and feed-forward projections of every block, and the output projection.
 WAN_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "proj_out"]
@@ -57,39 +55,35 @@ def reference_transformer(transformer):
         transformer.enable_adapters()
 
 
-LORA_DIR = "lora"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' name
 
 
-def start_lora_training(config, model, project: str, fresh_state: dict):
-    """The start that the Wan trainers share: accelerate (mixed precision, trackers), the pipeline
-    (`model`, or loaded from `config.pipeline` when None) on this process's device, a LoRA with the same
-    initial weights on every process, AdamW over it, and the trainer state, resumed from the newest
-    checkpoint in `config.output_dir` when there is one.
+def start_lora_training(config, model, name: str):
+    """The start that the Wan trainers share: a `TrainingRun` (accelerate, seeds), the pipeline (`model`,
+    or loaded from `config.pipeline` when None) on this process's device, a LoRA with the same initial
+    weights on every process, AdamW over it, and the run resumed from the newest checkpoint in
+    `config.output_dir` when there is one.
 
-    `config` is a `TrainerConfig` with `pipeline`, `lora_rank` and `lora_alpha`. Returns
-    `(accelerator, pipeline, optimizer, state)`.
+    `config` is a `TrainerConfig` with `pipeline`, `steps`, `lora_rank` and `lora_alpha`. Returns
+    `(run, pipeline, optimizer)`.
     """
-    accelerator = data_parallel_accelerator(config.output_dir, config.mixed_precision, config.report_to)
-    pipeline = (model or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(accelerator.device)
-    torch.manual_seed(config.seed)  # the adapter's initial weights, the same on every process
+    run = TrainingRun(config, name, config.steps)
+    pipeline = (model or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(run.accelerator.device)
+    torch.manual_seed(config.seed)  # the adapter's initial weights: the same whether the pipeline was passed or loaded
     add_transformer_lora(pipeline.transformer, config.lora_rank, config.lora_alpha)
     parameters = [p for p in pipeline.transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
-    state = resume(config.output_dir, pipeline.transformer, optimizer) or fresh_state
-    if accelerator.is_main_process and config.report_to:
-        accelerator.init_trackers(project, {k: str(v) for k, v in dataclasses.asdict(config).items()})
-    return accelerator, pipeline, optimizer, state
+    run.resume(pipeline.transformer, optimizer)
+    return run, pipeline, optimizer
 
 
-def save_lora(pipeline, output_dir) -> Path:
-    """Atomically write the transformer's LoRA to `output_dir/lora`, where `WanPipeline.load_lora_weights`
+def save_lora(pipeline, path) -> Path:
+    """Atomically write the transformer's LoRA to the folder `path`, where `WanPipeline.load_lora_weights`
     reads it (the trained result; checkpoints hold the optimizer too)."""
     from peft.utils import get_peft_model_state_dict
 
-    path = Path(output_dir) / LORA_DIR
     with atomic_directory(path, marker=LORA_WEIGHTS) as staging:
         type(pipeline).save_lora_weights(
             staging, transformer_lora_layers=get_peft_model_state_dict(pipeline.transformer)
         )
-    return path
+    return Path(path)

@@ -14,7 +14,7 @@ from ..atomic import atomic_write_bytes
 from ..video import VideoSampling, load_video
 
 # Every frame at full size: the VAE needs the 4k + 1 frames the pipeline wrote.
-ALL_FRAMES = VideoSampling(fps=1e6, min_frames=1, max_frames=10**6, max_pixels_per_frame=10**9, max_total_pixels=10**12)
+ALL_FRAMES = VideoSampling(max_pixels_per_frame=10**9, max_total_pixels=10**12).spread()
 
 
 def _statistics(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

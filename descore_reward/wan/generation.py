@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_file, atomic_write_text
-from ..vbench import VBENCH_DIMENSIONS
+from ..vbench.results import VBENCH_DIMENSIONS
 
 # Wan-2.1's default negative prompt (its sampling config), as the VBench team used it.
 WAN_NEGATIVE_PROMPT = (

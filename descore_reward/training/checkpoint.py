@@ -3,7 +3,7 @@ atomically, resumed exactly.
 
 `OUTPUT/checkpoint-{step}/` holds `trainable.safetensors` (only the parameters that train: LoRA,
 head, `<reward>` embedding, or everything in a full fine-tune), `optimizer.pt`, `scheduler.pt` (when
-the trainer has a schedule), the RNG states, and `trainer_state.json` (step, losses so far). A
+the trainer has a schedule), the RNG states, and `trainer_state.json` (the state so far, `run.py`). A
 checkpoint exists only once complete (written in a staging folder, then renamed), so the newest one is
 always safe to resume.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_directory
-from .errors import DeScoreInputError
+from ..atomic import atomic_directory
+from ..errors import DeScoreInputError
 
 STATE_NAME = "trainer_state.json"
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from descore_reward import DeScoreReward, WeightedRewards
-from descore_reward.integrations.longcat_grpo import (
-    LongcatGRPOConfig,
+from descore_reward.wan.grpo import (
+    WanGRPOConfig,
     policy_step_loss,
     sample_with_log_probs,
     sde_step,
     train,
 )
-from descore_reward.integrations.wan_lora import add_transformer_lora
+from descore_reward.wan.lora import add_transformer_lora
 
 from .conftest import load_wan
 
@@ -51,7 +51,7 @@ def test_sampler_records_what_training_replays(tiny_wan_dir, guidance_scale):
     assert trajectory.videos.shape == (3, 9, 3, 32, 32) and 0 <= trajectory.videos.min() <= trajectory.videos.max() <= 1
     assert trajectory.latents.shape[1] == 6 and trajectory.log_probs.shape == (3, 5)
     assert (trajectory.negative_text is not None) == (guidance_scale > 1)
-    config = LongcatGRPOConfig(pipeline="-", output_dir="-", prompts=["-"], noise_level=0.7)
+    config = WanGRPOConfig(pipeline="-", output_dir="-", prompts=["-"], noise_level=0.7)
     with torch.no_grad():
         for step in range(4):
             loss, stats = policy_step_loss(pipeline.transformer, trajectory, torch.ones(3), step, config)
@@ -81,7 +81,7 @@ def test_several_updates_per_batch_make_the_clip_act(tiny_wan_dir, tmp_path):
     policy the first has moved, and with a large step the clip range acts."""
 
     def clip_fraction(updates):
-        config = LongcatGRPOConfig(
+        config = WanGRPOConfig(
             pipeline=str(tiny_wan_dir),
             output_dir=str(tmp_path / f"updates{updates}"),
             prompts=["a red square"],
@@ -97,7 +97,7 @@ def test_several_updates_per_batch_make_the_clip_act(tiny_wan_dir, tmp_path):
             report_to=None,
             **SIZE,
         )
-        return train(config, load_wan(tiny_wan_dir), mean_brightness)["clip_fraction"][0]
+        return train(config, load_wan(tiny_wan_dir), mean_brightness)["history"][0]["clip_fraction"]
 
     assert clip_fraction(1) == 0.0 and clip_fraction(2) > 0.0
 
@@ -115,7 +115,7 @@ def test_the_kl_forms_differ_by_the_step_size(tiny_wan_dir):
     )
     kls = {}
     for form in ("flow_grpo", "gaussian"):
-        config = LongcatGRPOConfig(pipeline="-", output_dir="-", prompts=["-"], kl_form=form)
+        config = WanGRPOConfig(pipeline="-", output_dir="-", prompts=["-"], kl_form=form)
         with torch.no_grad():
             kls[form] = policy_step_loss(pipeline.transformer, trajectory, torch.zeros(2), 1, config)[1]["kl"]
     step = trajectory.sigmas[1] - trajectory.sigmas[2]
@@ -152,7 +152,7 @@ def test_a_few_steps_move_fresh_samples_the_way_the_reward_points(tiny_wan_dir, 
 
     def train_and_sample(reward_fn, name):
         pipeline = load_wan(tiny_wan_dir)
-        config = LongcatGRPOConfig(
+        config = WanGRPOConfig(
             pipeline=str(tiny_wan_dir),
             output_dir=str(tmp_path / name),
             prompts=["a red square", "a blue circle"],
@@ -208,7 +208,7 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
     )
 
     def config(name):
-        return LongcatGRPOConfig(
+        return WanGRPOConfig(
             pipeline=str(tiny_wan_dir),
             output_dir=str(tmp_path / name),
             prompts=["a red square", "a blue circle"],
@@ -224,23 +224,25 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
         )
 
     straight = train(config("straight"), load_wan(tiny_wan_dir), rewards)
-    assert len(straight["rewards"]) == 4 and all(np.isfinite(straight["rewards"]))
-    assert len(straight["kl"]) == len(straight["clip_fraction"]) == 4
+    history = straight["history"]
+    assert len(history) == 4 and all(
+        np.isfinite(row[name]) for row in history for name in ("reward", "kl", "clip_fraction")
+    )
     train(config("resumed"), load_wan(tiny_wan_dir), rewards, stop_after=2)
     resumed = train(config("resumed"), load_wan(tiny_wan_dir), rewards)
-    assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)
-    assert (tmp_path / "resumed" / "reward_curve.png").stat().st_size > 0
+    assert [r["loss"] for r in resumed["history"]] == pytest.approx([r["loss"] for r in history], abs=1e-5)
+    assert (tmp_path / "resumed" / "training_curves.png").stat().st_size > 0
 
     fresh = load_wan(tiny_wan_dir)
     kwargs = dict(
         generator=torch.Generator().manual_seed(0), output_type="pt", num_inference_steps=4, guidance_scale=1.0, **SIZE
     )
     baseline = fresh("a red square", **kwargs).frames
-    fresh.load_lora_weights(tmp_path / "straight" / "lora")
+    fresh.load_lora_weights(tmp_path / "straight" / "final")
     kwargs["generator"] = torch.Generator().manual_seed(0)
     assert not torch.allclose(baseline, fresh("a red square", **kwargs).frames, atol=1e-5)
 
 
 def test_fp16_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"mixed_precision must be one of \('no', 'bf16'\), got 'fp16'"):
-        LongcatGRPOConfig(pipeline="p", output_dir="out", prompts=["a red square"], mixed_precision="fp16")
+        WanGRPOConfig(pipeline="p", output_dir="out", prompts=["a red square"], mixed_precision="fp16")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DeScoreInputError
+from ..errors import DeScoreInputError
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
-from .errors import DeScoreInputError
+from ..atomic import atomic_write_text
+from ..errors import DeScoreInputError
 
 # The five VBench dimensions of the paper's table, in its order.
 VBENCH_DIMENSIONS = (

@@ -1,7 +1,8 @@
 """How every trainer runs on several processes (`accelerate launch`): plain data parallelism. Each
 process holds the whole model, unwrapped (adapters can be switched off for reference passes and a
-step may run several forwards before its backward), draws its own data with its own seeds, and the
-gradients are averaged across processes before each optimizer step. FSDP and DeepSpeed are refused.
+step may run several forwards before its backward), draws its own share of each epoch with its own
+seeds, and the gradients are averaged across processes before each optimizer step. FSDP and DeepSpeed
+are refused.
 """
 
 from __future__ import annotations
@@ -9,27 +10,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .atomic import claim_folder, release_folder
-from .errors import DeScoreInputError
+from ..atomic import claim_folder, release_folder
+from ..errors import DeScoreInputError
 
 
-def step_seed(seed: int, step: int, process_index: int) -> int:
-    """A seed for one process's draws at one step: independent across processes, the same on resume."""
-    return int(np.random.SeedSequence([seed, step, process_index]).generate_state(1)[0])
+def step_seed(seed: int, step: int, process_index: int, stream: int = 0) -> int:
+    """A seed for one process's draws at one step: independent across processes and `stream`s, the same
+    on resume."""
+    return int(np.random.SeedSequence([seed, step, process_index, stream]).generate_state(1)[0])
+
+
+def epoch_shard(count: int, epoch: int, seed: int, process_index: int, processes: int) -> list[int]:
+    """This process's share of `epoch`'s shuffled order of `count` items (the seed and the epoch decide
+    it): processes never take the same item in an epoch, and every share has `count // processes` items
+    (at least one)."""
+    shard_size = max(1, count // processes)
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    return order[process_index::processes][:shard_size].tolist()
 
 
 def epoch_batch(count: int, step: int, batch_size: int, seed: int, process_index: int, processes: int) -> list[int]:
-    """Indices of this process's `batch_size` items (of `count`) at `step`: every epoch is a shuffled
-    order of all items (the seed and the epoch decide it), shared out so that processes never take the
-    same item in an epoch and no item repeats inside one; a step is a slice of that, so a resumed run
-    draws what the uninterrupted one would. A shard smaller than `batch_size` is taken whole."""
+    """Indices of this process's `batch_size` items (of `count`) at `step`: a slice of its `epoch_shard`,
+    so no item repeats inside an epoch and a resumed run draws what the uninterrupted one would. A
+    shard smaller than `batch_size` is taken whole."""
     shard_size = max(1, count // processes)
     per_step = min(batch_size, shard_size)
-    steps_per_epoch = shard_size // per_step
-    epoch, index = divmod(step, steps_per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(count)
-    shard = order[process_index::processes][:shard_size]
-    return shard[index * per_step : (index + 1) * per_step].tolist()
+    epoch, index = divmod(step, shard_size // per_step)
+    return epoch_shard(count, epoch, seed, process_index, processes)[index * per_step : (index + 1) * per_step]
 
 
 def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
@@ -45,7 +52,7 @@ def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to
         raise DeScoreInputError(
             f"accelerate is configured for {accelerator.distributed_type.value}; the trainers run plain data "
             "parallelism (every process holds the whole model): launch with `accelerate launch --multi_gpu` "
-            "or `--config_file examples/configs/accelerate_ddp.yaml` (README: Scaling out)"
+            "or `--config_file examples/configs/accelerate_ddp.yaml` (docs/scaling-out.md)"
         )
     if accelerator.is_main_process:  # one run per output folder; a file there or no write access named now
         claim_folder(output_dir)

@@ -1,0 +1,156 @@
+"""What every trainer of this library does the same way: cold start, stage-2 RL, Flow-DPO and Wan GRPO.
+
+A trainer's output folder::
+
+    OUTPUT/checkpoint-{step}/    resumable state (`checkpoint.py`); the newest `keep_checkpoints` are kept
+    OUTPUT/final/                the trained result: a DeScore checkpoint, or a Wan LoRA
+    OUTPUT/trainer_state.json    {"step", "history": [one row of metrics per step], "evaluations": [...]}
+    OUTPUT/training_curves.png   every series of the history and the evaluations, one panel each
+    OUTPUT/<tracker>/            accelerate's tracker logs (`report_to`): `train/<metric>`, `eval/<metric>`
+
+Seeds: `seed` once before the model is built, so every process starts from the same weights; each draw
+of step `s` on process `p` (data, masks, noise, dropout, sampling) comes from `step_seed(seed, s, p)`,
+so a resumed run draws what the uninterrupted one would. Data come in shuffled epochs shared out over
+processes (`distributed.epoch_batch`). A step's metrics are averaged over processes before they are
+logged or kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_write_text
+from ..plots import plot_curves
+from .checkpoint import STATE_NAME, resume, save_checkpoint
+from .config import TrainerConfig
+from .distributed import data_parallel_accelerator, finish_trackers, step_seed
+
+RESULT_DIR = "final"
+CURVES_NAME = "training_curves.png"
+
+
+class TrainingRun:
+    """One run of a trainer: its accelerator, state, progress bar, and the work at the end of each step
+    and of the run. The loop itself stays in the trainer."""
+
+    def __init__(self, config: TrainerConfig, name: str, total_steps: int):
+        """Set up accelerate (devices, precision, trackers; the output folder is claimed) and seed every
+        generator with `config.seed`. `name`: the tracker project and the progress bar's label."""
+        from accelerate.utils import set_seed
+
+        self.config, self.name, self.total_steps = config, name, total_steps
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = data_parallel_accelerator(self.output_dir, config.mixed_precision, config.report_to)
+        self.state = {"step": 0, "history": [], "evaluations": []}
+        self.progress = None
+        set_seed(config.seed)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done."""
+        return self.state["step"]
+
+    @property
+    def finished(self) -> bool:
+        return self.state["step"] >= self.total_steps
+
+    def resume(self, model, optimizer, scheduler=None, **position) -> dict:
+        """Restore the newest checkpoint in the output folder, if any, into `model`, `optimizer` and
+        `scheduler` (else start from `position`: a trainer's own place in its data, say), then start the
+        trackers and the progress bar. Returns the state."""
+        self.state.update(position)
+        self._saved = (model, optimizer, scheduler)
+        resumed = resume(self.output_dir, model, optimizer, scheduler)
+        if resumed is not None:
+            self.state = resumed
+        if self.finished:
+            self.accelerator.print(f"nothing to do: {self.output_dir} holds a finished run of {self.step} steps")
+        elif self.step:
+            self.accelerator.print(f"resuming from step {self.step}")
+        if self.accelerator.is_main_process and self.config.report_to:
+            values = {key: str(value) for key, value in dataclasses.asdict(self.config).items()}
+            self.accelerator.init_trackers(self.name.replace(" ", "-"), values)
+        self.progress = tqdm(
+            total=self.total_steps, initial=self.step, desc=self.name, disable=not self.accelerator.is_main_process
+        )
+        return self.state
+
+    def step_seed(self, stream: int = 0) -> int:
+        """The seed of this process's draws at the current step (`stream` tells independent draws apart)."""
+        return step_seed(self.config.seed, self.step, self.accelerator.process_index, stream)
+
+    def seed_step(self) -> torch.Generator:
+        """Seed the global generators for this step's draws (dropout, sampling) and return a private
+        generator for the trainer's own (data, noise)."""
+        torch.manual_seed(self.step_seed())
+        return torch.Generator().manual_seed(self.step_seed(stream=1))
+
+    def end_step(
+        self, metrics: dict[str, float], evaluate: Callable[[], dict] | None = None, stop_after: int | None = None
+    ) -> bool:
+        """Count one optimizer step: `metrics` averaged over processes into the history and logged as
+        `train/<name>` every `log_every` steps, `evaluate()` (main process)
+        every `eval_every` steps and at the end, a checkpoint every `save_every` steps, at the end and
+        at `stop_after`. True when the loop should stop."""
+        self.state["step"] += 1
+        row = {"step": self.step, **average_over_processes(self.accelerator, metrics)}
+        self.state["history"].append(row)
+        if self.step % self.config.log_every == 0:
+            logged = {f"train/{k}": v for k, v in row.items() if k != "step" and math.isfinite(v)}
+            self.accelerator.log(logged, step=self.step)
+        if evaluate is not None and (self.step % self.config.eval_every == 0 or self.finished):
+            self.evaluate(evaluate)
+        self.progress.update(1)
+        stop = self.finished or self.step == stop_after
+        if self.accelerator.is_main_process and (self.step % self.config.save_every == 0 or stop):
+            model, optimizer, scheduler = self._saved
+            save_checkpoint(self.output_dir, model, optimizer, self.state, scheduler, self.config.keep_checkpoints)
+        return stop
+
+    def evaluate(self, evaluate: Callable[[], dict]) -> None:
+        """`evaluate()`'s metrics at the current step, on the main process: kept and logged as `eval/<name>`."""
+        if not self.accelerator.is_main_process:
+            return
+        row = {"step": self.step, **evaluate()}
+        self.state["evaluations"].append(row)
+        self.accelerator.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step=self.step)
+
+    def finish(self, save_result: Callable[[Path], None]) -> dict:
+        """End the run. When it is finished, the main process writes the result to `OUTPUT/final` with
+        `save_result(path)` (atomically), `trainer_state.json` and the curves; trackers close either way.
+        Returns the state."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.finished and self.accelerator.is_main_process:
+            save_result(self.output_dir / RESULT_DIR)
+            atomic_write_text(self.output_dir / STATE_NAME, json.dumps(self.state, indent=2))
+            plot_curves(self.curves(), self.output_dir / CURVES_NAME, self.name)
+        finish_trackers(self.accelerator)
+        return self.state
+
+    def curves(self) -> dict[str, tuple[list, list]]:
+        """Every metric of the history and the evaluations as `(steps, values)`."""
+        curves = {}
+        for prefix, rows in (("", self.state["history"]), ("eval ", self.state["evaluations"])):
+            names = dict.fromkeys(name for row in rows for name in row if name != "step")
+            for name in names:
+                curves[prefix + name] = ([row["step"] for row in rows], [row.get(name, math.nan) for row in rows])
+        return curves
+
+
+def average_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric's mean over processes, NaNs left out (NaN where every process has one); floats."""
+    values = torch.tensor([float(v) for v in metrics.values()], dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        finite = torch.isfinite(values)
+        sums = torch.stack([torch.where(finite, values, 0.0), finite.double()]).to(accelerator.device)
+        total, count = accelerator.reduce(sums, reduction="sum").cpu()
+        values = torch.where(count > 0, total / count.clamp(min=1), math.nan)
+    return dict(zip(metrics, values.tolist()))
