@@ -224,7 +224,9 @@ def test_ctrl_c_says_where_training_stopped_and_the_same_command_resumes(tiny_ba
     data = make_dataset(tmp_path / "data", 8, seed=4)
     config = tmp_path / "cold_start.yaml"
     values = dict(model=str(tiny_backbone_dir), train_data=str(data), output_dir=str(tmp_path / "run"))
-    values.update(batch_size=2, micro_batch_size=1, lora_rank=4, max_steps=40, save_every=1, report_to=None)
+    values.update(
+        batch_size=2, micro_batch_size=1, lora_rank=4, max_steps=400, save_every=1, report_to=None
+    )  # never done first
     config.write_text(yaml.safe_dump(values))
     command = [sys.executable, "-m", "descore_reward.cli", "train", "cold-start", "--config", str(config)]
     running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
