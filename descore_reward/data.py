@@ -6,7 +6,8 @@ This project's JSONL schema, one pair per line (paths relative to the JSONL file
      "label": "A",                                   # "A", "B" or "tie"
      "dimension_labels": {"object": "A", "dynamics": "tie"},            # optional, any of the five
      "cot_a": "...", "cot_b": "...",                                   # optional pre-collected CoTs
-     "scores_a": {"subject": 2, ...}, "scores_b": {...}}               # optional sub-scores (stage 2)
+     "scores_a": {"subject": 2, ...}, "scores_b": {...},               # optional sub-scores (stage 2)
+     "reward_a": 3.1, "reward_b": 0.4}                                 # optional: a reward model's scores
 
 Also read: the VideoAlign / VideoGen-RewardBench CSV (`path_A, path_B, prompt, VQ, MQ, TA[, Overall]`,
 labels `A` / `B` / `same`, paths relative to the CSV) and GenAI-Bench video rows (`prompt,
@@ -63,12 +64,19 @@ class PreferencePair:
     cot_b: str | None = None
     scores_a: dict[str, int | str] | None = None
     scores_b: dict[str, int | str] | None = None
+    reward_a: float | None = None  # what a reward model scored each video (pairs it ranked: Flow-DPO's)
+    reward_b: float | None = None
     source: str = ""  # "file:row", for messages
 
     @property
     def human(self) -> int:
         """+1 when A is preferred, -1 when B is, 0 for a tie."""
         return LABELS[self.label]
+
+    @property
+    def winner_and_loser(self) -> tuple[Path, Path]:
+        """The preferred video, then the other (A first for a tie)."""
+        return (self.video_b, self.video_a) if self.label == "B" else (self.video_a, self.video_b)
 
 
 def read_text_file(path: Path, what: str = "data file") -> str:
@@ -201,6 +209,8 @@ def read_jsonl(path: str | Path, limit: int | None = None, check_files: bool = T
                 cot_b=record.get("cot_b"),
                 scores_a=_check_scores(record.get("scores_a"), where, "scores_a", problems),
                 scores_b=_check_scores(record.get("scores_b"), where, "scores_b", problems),
+                reward_a=record.get("reward_a"),
+                reward_b=record.get("reward_b"),
                 source=where,
             )
         )
@@ -216,6 +226,10 @@ def _wrong_types(record: dict) -> list[str]:
     for key in ("cot_a", "cot_b"):
         if record.get(key) is not None and not isinstance(record[key], str):
             problems.append(f"{key} must be a string or null, got {type(record[key]).__name__}")
+    for key in ("reward_a", "reward_b"):
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            problems.append(f"{key} must be a number or null, got {json.dumps(value)[:40]}")
     labels = record.get("dimension_labels")
     if labels is not None and not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
         problems.append(f'dimension_labels must map dimensions to "A", "B" or "tie", got {json.dumps(labels)[:80]}')
@@ -260,6 +274,7 @@ def pair_record(pair: PreferencePair, folder: Path) -> dict:
     }
     optional = ("dimension_labels", "cot_a", "cot_b", "scores_a", "scores_b")
     record.update({key: getattr(pair, key) for key in optional if getattr(pair, key)})
+    record.update({key: getattr(pair, key) for key in ("reward_a", "reward_b") if getattr(pair, key) is not None})
     return record
 
 

@@ -15,6 +15,7 @@ from diffusers import WanPipeline
 
 from descore_reward import DeScoreReward
 from descore_reward.wan.flow_dpo import rank_dpo_pairs
+from descore_reward.wan.generation import WanSampling
 
 
 def main() -> None:
@@ -45,11 +46,7 @@ def main() -> None:
         pipeline=pipeline,
         samples_per_prompt=args.samples,
         min_gap=args.min_gap,
-        height=args.height,
-        width=args.width,
-        num_frames=args.frames,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance,
+        sampling=WanSampling(args.height, args.width, args.frames, args.num_inference_steps, args.guidance),
     )
     print(f"pairs written to {pairs}")
 

@@ -29,10 +29,11 @@ GOOD = {"id": "1", "prompt": "a cat", "video_a": "a.mp4", "video_b": "b.mp4", "l
 
 def test_jsonl_round_trip(tmp_path):
     pairs = make_pairs(tmp_path, 12, seed=3)
+    pairs[0].reward_a, pairs[0].reward_b = 2.5, 0.0  # a reward model's scores; 0.0 is kept too
     write_jsonl(pairs, tmp_path / "pairs.jsonl")
     again = read_jsonl(tmp_path / "pairs.jsonl")
-    assert [(p.id, p.label, p.cot_a, p.scores_b, p.dimension_labels) for p in again] == [
-        (p.id, p.label, p.cot_a, p.scores_b, p.dimension_labels) for p in pairs
+    assert [(p.id, p.label, p.cot_a, p.scores_b, p.dimension_labels, p.reward_a, p.reward_b) for p in again] == [
+        (p.id, p.label, p.cot_a, p.scores_b, p.dimension_labels, p.reward_a, p.reward_b) for p in pairs
     ]
     assert all(p.video_a.is_file() for p in again)
     assert read_jsonl(tmp_path / "pairs.jsonl", limit=5)[-1].id == pairs[4].id
@@ -135,7 +136,14 @@ def test_genai_bench_rows(videos):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("dimension_labels", ["object", "A"]), ("dimension_labels", "A"), ("label", ["A"]), ("cot_a", 3), ("prompt", 1)],
+    [
+        ("dimension_labels", ["object", "A"]),
+        ("dimension_labels", "A"),
+        ("label", ["A"]),
+        ("cot_a", 3),
+        ("prompt", 1),
+        ("reward_a", "high"),
+    ],
 )
 def test_wrong_typed_fields_are_named_with_their_row(tmp_path, field, value):
     from descore_reward.synthetic import make_dataset

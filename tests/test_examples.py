@@ -62,7 +62,7 @@ def test_rank_pairs_then_train_wan_with_flow_dpo_and_grpo(tiny_model, tiny_wan_d
         output_dir=str(tmp_path / "grpo"),
         group_size=2,
         prompts_per_step=1,
-        sampling_steps=3,
+        num_inference_steps=3,
         **SIZE,
         **common,
     )

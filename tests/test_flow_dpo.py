@@ -19,6 +19,7 @@ from descore_reward.wan.flow_dpo import (
     train,
     velocity_error,
 )
+from descore_reward.wan.generation import WanSampling
 from descore_reward.wan.vae import cached_latents, encode_video
 
 from .conftest import load_wan
@@ -37,7 +38,14 @@ def brightness(videos, prompts, metadata=None):
 @pytest.fixture(scope="module")
 def pairs_file(tiny_wan_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dpo_pairs")
-    return rank_dpo_pairs(brightness, PROMPTS, out, pipeline=load_wan(tiny_wan_dir), samples_per_prompt=3, **GENERATION)
+    return rank_dpo_pairs(
+        brightness,
+        PROMPTS,
+        out,
+        pipeline=load_wan(tiny_wan_dir),
+        samples_per_prompt=3,
+        sampling=WanSampling(**GENERATION),
+    )
 
 
 def test_flow_dpo_loss_matches_the_formula():
@@ -55,13 +63,12 @@ def test_labelling_writes_best_against_worst_and_resumes(tiny_wan_dir, pairs_fil
     rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == PROMPTS
     for row in rows:
-        assert row["chosen_score"] >= row["rejected_score"]
+        assert row["label"] == "A" and row["reward_a"] >= row["reward_b"]
         scores = brightness(
-            [str(p) for p in sorted((pairs_file.parent / "videos").glob(f"{row['prompt_index']}_*.mp4"))], None
+            [str(p) for p in sorted((pairs_file.parent / "videos").glob(f"{row['id'].removeprefix('prompt-')}_*.mp4"))],
+            None,
         )[0]
-        assert row["chosen_score"] == pytest.approx(scores.max()) and row["rejected_score"] == pytest.approx(
-            scores.min()
-        )
+        assert row["reward_a"] == pytest.approx(scores.max()) and row["reward_b"] == pytest.approx(scores.min())
     videos = sorted((pairs_file.parent / "videos").glob("*.mp4"))
     stamps = [p.stat().st_mtime_ns for p in videos]
     rank_dpo_pairs(brightness, PROMPTS, pairs_file.parent, pipeline=None, samples_per_prompt=3)  # nothing to redo
@@ -77,16 +84,21 @@ def test_labelling_writes_best_against_worst_and_resumes(tiny_wan_dir, pairs_fil
         pipeline=load_wan(tiny_wan_dir),
         samples_per_prompt=2,
         min_gap=1e9,
-        **GENERATION,
+        sampling=WanSampling(**GENERATION),
     )
     assert not strict.exists() or strict.read_text() == ""
     assert len((pairs_file.parent / "strict" / "skipped.jsonl").read_text().splitlines()) == 3
 
 
-def test_bad_pair_files_are_named(tmp_path):
+def test_bad_pair_files_are_named(tmp_path, pairs_file):
     bad = tmp_path / "pairs.jsonl"
-    bad.write_text(json.dumps({"prompt": "x", "chosen": "nope.mp4", "rejected": "nope.mp4"}) + "\n")
-    with pytest.raises(DataError, match=r"pairs.jsonl:1: chosen file not found"):
+    row = {"id": "1", "prompt": "x", "video_a": "nope.mp4", "video_b": "nope.mp4", "label": "A"}
+    bad.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: video_a file not found"):
+        read_dpo_pairs(bad)
+    video = str(read_dpo_pairs(pairs_file)[0].video_a)
+    bad.write_text(json.dumps({**row, "video_a": video, "video_b": video, "label": "tie"}) + "\n")
+    with pytest.raises(DataError, match="holds no decided pair"):
         read_dpo_pairs(bad)
 
 
@@ -98,8 +110,8 @@ def fixed_dpo_loss(pipeline, pairs_file) -> float:
     transformer = pipeline.transformer
     with torch.no_grad():
         for row in rows:
-            x_w, x_l = encode_video(pipeline, row["chosen"])[None], encode_video(pipeline, row["rejected"])[None]
-            text = pipeline.encode_prompt(row["prompt"], do_classifier_free_guidance=False)[0]
+            x_w, x_l = (encode_video(pipeline, video)[None] for video in row.winner_and_loser)
+            text = pipeline.encode_prompt(row.prompt, do_classifier_free_guidance=False)[0]
             for _ in range(4):
                 noise = torch.randn(x_w.shape, generator=generator)
                 sigma = torch.sigmoid(torch.randn(1, generator=generator))

@@ -18,6 +18,7 @@ import torch
 
 from descore_reward.synthetic import make_dataset
 from descore_reward.wan.flow_dpo import rank_dpo_pairs
+from descore_reward.wan.generation import WanSampling
 
 from .conftest import load_wan
 from .multiprocess_trainers import train_all
@@ -68,7 +69,7 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             prompts=["a red square", "a blue circle", "a green square"],
             group_size=2,
             prompts_per_step=1,
-            sampling_steps=3,
+            num_inference_steps=3,
             learning_rate=1e-2,
             lora_rank=4,
             lora_alpha=8,
@@ -114,9 +115,7 @@ def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_pat
         tmp_path / "pairs",
         pipeline=load_wan(tiny_wan_dir),
         samples_per_prompt=2,
-        num_inference_steps=2,
-        guidance_scale=1.0,
-        **SIZE,
+        sampling=WanSampling(num_inference_steps=2, guidance_scale=1.0, **SIZE),
     )
     assert len(pairs.read_text().splitlines()) == 3
     (tmp_path / "one").mkdir()

@@ -17,6 +17,7 @@ from descore_reward.training.checkpoint import resume, save_checkpoint
 from descore_reward.training.config import TrainerConfig
 from descore_reward.wan import flow_dpo, grpo
 from descore_reward.wan.flow_dpo import rank_dpo_pairs
+from descore_reward.wan.generation import WanSampling
 
 from .conftest import load_wan
 
@@ -43,8 +44,10 @@ def trainer_inputs(tiny_model, tiny_wan_dir, tmp_path_factory):
     tiny_model.save_pretrained(folder / "stage1", include_backbone=True)
     data, held_out = make_dataset(folder / "data", 4, seed=0), make_dataset(folder / "data", 2, seed=1, name="e.jsonl")
     pipeline = load_wan(tiny_wan_dir)
-    generation = dict(height=32, width=32, num_frames=9, num_inference_steps=2, guidance_scale=1.0)
-    pairs = rank_dpo_pairs(brightness, ["a red square", "a blue circle"], folder / "dpo", pipeline, 2, **generation)
+    sampling = WanSampling(height=32, width=32, num_frames=9, num_inference_steps=2, guidance_scale=1.0)
+    pairs = rank_dpo_pairs(
+        brightness, ["a red square", "a blue circle"], folder / "dpo", pipeline, 2, sampling=sampling
+    )
     return {"stage1": folder / "stage1", "data": data, "held_out": held_out, "wan": tiny_wan_dir, "dpo_pairs": pairs}
 
 
@@ -68,7 +71,7 @@ def contract_run(name: str, inputs: dict, output_dir: Path, stop_after: int | No
     if name == "flow_dpo":
         return flow_dpo.train(flow_dpo.FlowDPOConfig(pairs=str(inputs["dpo_pairs"]), **wan), stop_after=stop_after)
     config = grpo.WanGRPOConfig(
-        prompts=["a red square", "a blue circle"], group_size=2, prompts_per_step=1, sampling_steps=3,
+        prompts=["a red square", "a blue circle"], group_size=2, prompts_per_step=1, num_inference_steps=3,
         height=32, width=32, num_frames=9, **wan,
     )  # fmt: skip
     return grpo.train(config, reward_fn=brightness, stop_after=stop_after)

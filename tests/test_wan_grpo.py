@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from descore_reward import DeScoreReward, WeightedRewards
+from descore_reward.wan.generation import WanSampling
 from descore_reward.wan.grpo import (
     WanGRPOConfig,
     policy_step_loss,
@@ -42,11 +43,9 @@ def test_sampler_records_what_training_replays(tiny_wan_dir, guidance_scale):
     trajectory = sample_with_log_probs(
         pipeline,
         ["a red square"] * 3,
-        steps=5,
+        WanSampling(num_inference_steps=5, guidance_scale=guidance_scale, negative_prompt="", **SIZE),
         noise_level=0.7,
         generator=torch.Generator().manual_seed(1),
-        guidance_scale=guidance_scale,
-        **SIZE,
     )
     assert trajectory.videos.shape == (3, 9, 3, 32, 32) and 0 <= trajectory.videos.min() <= trajectory.videos.max() <= 1
     assert trajectory.latents.shape[1] == 6 and trajectory.log_probs.shape == (3, 5)
@@ -65,11 +64,9 @@ def test_guidance_changes_the_samples(tiny_wan_dir):
         sample_with_log_probs(
             pipeline,
             ["a red square"],
-            steps=3,
+            WanSampling(num_inference_steps=3, guidance_scale=scale, negative_prompt="", **SIZE),
             noise_level=0.7,
             generator=torch.Generator().manual_seed(1),
-            guidance_scale=scale,
-            **SIZE,
         ).videos
         for scale in (1.0, 4.5)
     ]
@@ -89,7 +86,7 @@ def test_several_updates_per_batch_make_the_clip_act(tiny_wan_dir, tmp_path):
             prompts_per_step=1,
             group_size=4,
             updates_per_batch=updates,
-            sampling_steps=3,
+            num_inference_steps=3,
             guidance_scale=1.0,
             learning_rate=1e-1,
             lora_rank=4,
@@ -111,7 +108,11 @@ def test_the_kl_forms_differ_by_the_step_size(tiny_wan_dir):
             if parameter.requires_grad:
                 parameter.add_(0.05)  # a policy away from the reference
     trajectory = sample_with_log_probs(
-        pipeline, ["a red square"] * 2, steps=5, noise_level=0.7, generator=torch.Generator().manual_seed(1), **SIZE
+        pipeline,
+        ["a red square"] * 2,
+        WanSampling(num_inference_steps=5, guidance_scale=1.0, **SIZE),
+        noise_level=0.7,
+        generator=torch.Generator().manual_seed(1),
     )
     kls = {}
     for form in ("flow_grpo", "gaussian"):
@@ -162,7 +163,7 @@ def test_a_few_steps_move_fresh_samples_the_way_the_reward_points(tiny_wan_dir, 
             updates_per_batch=1,
             guidance_scale=1.0,
             kl_form="gaussian",
-            sampling_steps=6,
+            num_inference_steps=6,
             learning_rate=1e-2,
             lora_rank=4,
             lora_alpha=8,
@@ -179,10 +180,9 @@ def test_a_few_steps_move_fresh_samples_the_way_the_reward_points(tiny_wan_dir, 
             trajectory = sample_with_log_probs(
                 pipeline,
                 config.prompts * 8,
-                steps=6,
+                WanSampling(num_inference_steps=6, guidance_scale=1.0, **SIZE),
                 noise_level=0.7,
                 generator=torch.Generator().manual_seed(123),
-                **SIZE,
             )
             brightness[adapter] = mean_brightness(trajectory.videos, None)[0]
         return brightness
@@ -215,7 +215,7 @@ def test_runs_end_to_end_with_descore_resumes_and_saves_a_loadable_lora(tiny_wan
             steps=4,
             group_size=2,
             prompts_per_step=1,
-            sampling_steps=4,
+            num_inference_steps=4,
             learning_rate=1e-2,
             lora_rank=4,
             lora_alpha=8,

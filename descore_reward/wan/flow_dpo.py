@@ -1,9 +1,10 @@
 """Flow-DPO on Wan-2.1 with DeScore-labelled pairs.
 
 Pair labelling (`rank_dpo_pairs`): for each prompt, N videos (generated with a `WanPipeline`, or read
-from a folder), scored by a reward function; the best against the worst becomes one pair
-`{prompt, chosen, rejected, chosen_score, rejected_score}`, optionally only when the score gap is at
-least `min_gap`. Resumable: finished prompts and written videos are kept.
+from a folder), scored by a reward function; the best against the worst becomes one preference pair in
+this library's schema (`data.py`: `video_a` the best, label "A", `reward_a` / `reward_b`), optionally
+only when the score gap is at least `min_gap`. Resumable: finished prompts and written videos are kept.
+Training reads any pair file `data.read_pairs` reads (human-labelled pairs too), ties left out.
 
 Training (`train`): LoRA on the `WanTransformer3DModel`; the reference is the same
 transformer with the adapter disabled. Winner and loser share the noise `e` and the logit-normal
@@ -23,10 +24,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import append_jsonl, read_jsonl_log
-from ..data import DataError, jsonl_records, read_text_file
+from ..data import DataError, PreferencePair, pair_record, read_pairs
 from ..training.config import TrainerConfig
 from ..training.distributed import epoch_batch, optimizer_step
-from .generation import write_mp4_atomically
+from .generation import WanSampling, write_mp4_atomically
 from .lora import reference_transformer, save_lora, start_lora_training
 from .vae import cached_latents
 
@@ -40,19 +41,21 @@ def rank_dpo_pairs(
     min_gap: float = 0.0,
     seed: int = 0,
     fps: int = 16,
-    **pipeline_kwargs,
+    sampling: WanSampling | None = None,
 ) -> Path:
-    """Write `out_dir/pairs.jsonl` (one best-vs-worst pair per prompt) and return its path.
+    """Write `out_dir/pairs.jsonl` (one best-vs-worst pair per prompt, in this library's pair schema:
+    `video_a` the best, label "A", `reward_a` / `reward_b` the two scores) and return its path. A
+    prompt whose gap is below `min_gap` goes to `skipped.jsonl` instead, labelled "tie".
 
-    With `pipeline`, videos are generated (`pipeline_kwargs` go to it) and saved as
+    With `pipeline`, videos are generated as `sampling` says (default: `WanSampling()`) and saved as
     `out_dir/videos/{prompt index}_{k}.mp4`; without, those files must already exist.
     """
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     pairs_path, skipped_path = out_dir / "pairs.jsonl", out_dir / "skipped.jsonl"
-    done = {row["prompt_index"] for path in (pairs_path, skipped_path) for row in read_jsonl_log(path)}
+    done = {row.get("id") for path in (pairs_path, skipped_path) for row in read_jsonl_log(path)}
     for index, prompt in enumerate(tqdm(prompts, desc="labelling pairs")):
-        if index in done:
+        if f"prompt-{index}" in done:
             continue
         paths = [out_dir / "videos" / f"{index}_{k}.mp4" for k in range(samples_per_prompt)]
         missing = [p for p in paths if not p.exists()]
@@ -65,40 +68,33 @@ def rank_dpo_pairs(
                 num_videos_per_prompt=samples_per_prompt,
                 generator=generator,
                 output_type="pt",
-                **pipeline_kwargs,
+                **(sampling or WanSampling()).pipeline_kwargs(),
             ).frames
             for video, path in zip(frames, paths, strict=True):
                 write_mp4_atomically(video, path, fps)
         scores, _ = reward_fn([str(p) for p in paths], [prompt] * len(paths))
         best, worst = int(np.nanargmax(scores)), int(np.nanargmin(scores))
-        row = {
-            "prompt_index": index,
-            "prompt": prompt,
-            "chosen": str(paths[best].relative_to(out_dir)),
-            "rejected": str(paths[worst].relative_to(out_dir)),
-            "chosen_score": float(scores[best]),
-            "rejected_score": float(scores[worst]),
-        }
-        target = pairs_path if scores[best] - scores[worst] >= max(min_gap, 1e-12) else skipped_path
-        append_jsonl(target, [row])
+        decided = scores[best] - scores[worst] >= max(min_gap, 1e-12)
+        pair = PreferencePair(
+            id=f"prompt-{index}",
+            prompt=prompt,
+            video_a=paths[best],
+            video_b=paths[worst],
+            label="A" if decided else "tie",
+            reward_a=float(scores[best]),
+            reward_b=float(scores[worst]),
+        )
+        append_jsonl(pairs_path if decided else skipped_path, [pair_record(pair, out_dir)])
     return pairs_path
 
 
-def read_dpo_pairs(path: str | Path) -> list[dict]:
-    """Pairs JSONL rows with `chosen` / `rejected` resolved against the file's folder; checked up front."""
-    path = Path(path)
-    rows, problems = [], []
-    for number, row in jsonl_records(path, read_text_file(path, "pairs file"), problems):
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in row:
-                problems.append(f"{path}:{number}: missing {key!r}")
-        for key in ("chosen", "rejected"):
-            if key in row and not (path.parent / row[key]).is_file():
-                problems.append(f"{path}:{number}: {key} file not found: {path.parent / row[key]}")
-        rows.append({**row, **{k: path.parent / row.get(k, "") for k in ("chosen", "rejected")}})
-    if problems:
-        raise DataError(problems)
-    return rows
+def read_dpo_pairs(path: str | Path) -> list[PreferencePair]:
+    """The decided pairs (ties left out) of a pairs file in any format `data.read_pairs` reads: the one
+    `rank_dpo_pairs` writes, human-labelled JSONL, VideoAlign CSV, ...; checked up front."""
+    pairs = [pair for pair in read_pairs(path) if pair.label != "tie"]
+    if not pairs:
+        raise DataError([f"{path}: holds no decided pair (every pair is a tie); Flow-DPO needs a winner"])
+    return pairs
 
 
 def flow_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, beta: float) -> torch.Tensor:
@@ -121,7 +117,7 @@ class FlowDPOConfig(TrainerConfig):
     """Flow-DPO settings, beside `TrainerConfig`'s (beta 100 as Flow-GRPO's image recipe; LoRA r32 /
     alpha 64 as its Wan recipe).
 
-    pipeline: a `WanPipeline` id or path. pairs: the JSONL `rank_dpo_pairs` writes.
+    pipeline: a `WanPipeline` id or path. pairs: the JSONL `rank_dpo_pairs` writes, or any pair file.
     `batch_size` pairs per process per step, from shuffled epochs of the pairs. `latent_cache`: a folder
     where the VAE latents of the pair videos are kept across steps, resumes and runs (recommended for more
     than one pass over the pairs); None encodes each video when it is drawn.
@@ -143,21 +139,21 @@ def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> d
     `config.pipeline`. `stop_after` ends the run after that many steps, as an interruption would. Under
     `accelerate launch` each process draws its own share of each epoch of pairs and the gradients are
     averaged. Returns the trainer state (`training/run.py`): each step's loss."""
-    rows = read_dpo_pairs(config.pairs)  # checked before any model loads
+    pairs = read_dpo_pairs(config.pairs)  # checked before any model loads
     run, pipeline, optimizer = start_lora_training(config, model, "flow-dpo")
     accelerator, transformer = run.accelerator, pipeline.transformer
     transformer.train()
     stop = run.finished
     while not stop:
         rank, processes = accelerator.process_index, accelerator.num_processes
-        picks = [rows[i] for i in epoch_batch(len(rows), run.step, config.batch_size, config.seed, rank, processes)]
+        picks = [pairs[i] for i in epoch_batch(len(pairs), run.step, config.batch_size, config.seed, rank, processes)]
         generator = run.seed_step()
         # Winner and loser in one batch: (2B, C, T', H', W'), sharing noise and time.
         x0 = torch.stack(
-            [cached_latents(pipeline, r[key], config.latent_cache) for key in ("chosen", "rejected") for r in picks]
+            [cached_latents(pipeline, p.winner_and_loser[side], config.latent_cache) for side in (0, 1) for p in picks]
         ).float()
         with torch.no_grad():
-            text = pipeline.encode_prompt([r["prompt"] for r in picks], do_classifier_free_guidance=False)[0]
+            text = pipeline.encode_prompt([p.prompt for p in picks], do_classifier_free_guidance=False)[0]
         text = text.repeat(2, 1, 1)
         noise = torch.randn(x0[: len(picks)].shape, generator=generator).to(x0).repeat(2, 1, 1, 1, 1)
         sigma = torch.sigmoid(torch.randn(len(picks), generator=generator)).to(x0).repeat(2)  # logit-normal time

@@ -33,25 +33,43 @@ MANIFEST = "manifest.json"
 
 
 @dataclass
-class GenerationSettings:
-    """How every video is sampled. `samples`: videos per prompt (VBench: 5); `best_of`: candidates per
-    video, the one the reward ranks highest kept (1: plain sampling)."""
+class WanSampling:
+    """How one Wan-2.1 video is sampled, everywhere in this library (VBench videos, Flow-DPO pairs, GRPO
+    rollouts): size in pixels, frames (4k + 1), denoising steps, classifier-free guidance against a
+    negative prompt (none at `guidance_scale` 1). The defaults are the VBench team's Wan2.1-T2V-1.3B
+    evaluation; the GRPO trainer sets Flow-GRPO's."""
 
     height: int = 480
     width: int = 832
     num_frames: int = 81
     num_inference_steps: int = 50
     guidance_scale: float = 6.0
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+
+    def __post_init__(self):
+        if (self.num_frames - 1) % 4:
+            raise ValueError(f"num_frames must be 4k + 1 (Wan's VAE), got {self.num_frames}")
+
+    def pipeline_kwargs(self) -> dict:
+        """These settings as `WanPipeline.__call__` keywords."""
+        names = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale", "negative_prompt")
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass
+class GenerationSettings(WanSampling):
+    """How every benchmark video is made: `WanSampling`, the scheduler's `flow_shift`, the files' `fps`,
+    `samples` videos per prompt (VBench: 5) and `best_of` candidates per video, the one the reward ranks
+    highest kept (1: plain sampling)."""
+
     flow_shift: float = 3.0
     fps: int = 16
-    negative_prompt: str = WAN_NEGATIVE_PROMPT
     samples: int = 5
     best_of: int = 1
     seed: int = 0
 
     def __post_init__(self):
-        if (self.num_frames - 1) % 4:
-            raise ValueError(f"num_frames must be 4k + 1 (Wan's VAE), got {self.num_frames}")
+        super().__post_init__()
         if self.samples < 1 or self.best_of < 1:
             raise ValueError(f"samples and best_of must be at least 1, got {self.samples} and {self.best_of}")
 
@@ -164,12 +182,7 @@ def generate_videos(
             candidates.append(
                 pipeline(
                     prompt,
-                    negative_prompt=settings.negative_prompt,
-                    height=settings.height,
-                    width=settings.width,
-                    num_frames=settings.num_frames,
-                    num_inference_steps=settings.num_inference_steps,
-                    guidance_scale=settings.guidance_scale,
+                    **settings.pipeline_kwargs(),
                     generator=generator,
                     output_type="pt",
                 ).frames[0]

@@ -38,6 +38,7 @@ from ..errors import DeScoreInputError
 from ..losses import group_advantages
 from ..training.config import TrainerConfig
 from ..training.distributed import epoch_batch, optimizer_step
+from .generation import WanSampling
 from .lora import reference_transformer, save_lora, start_lora_training
 from .vae import decode_latents
 
@@ -117,32 +118,24 @@ def guided_velocity(
 
 @torch.no_grad()
 def sample_with_log_probs(
-    pipeline,
-    prompts: list[str],
-    height: int,
-    width: int,
-    num_frames: int,
-    steps: int,
-    noise_level: float,
-    generator: torch.Generator,
-    guidance_scale: float = 1.0,
-    negative_prompt: str = "",
+    pipeline, prompts: list[str], sampling: WanSampling, noise_level: float, generator: torch.Generator
 ) -> Trajectory:
-    """Generate videos with SDE steps, with classifier-free guidance against `negative_prompt` when
-    `guidance_scale > 1`, recording latents and log-probs."""
+    """Generate videos as `sampling` says with SDE steps (classifier-free guidance against its negative
+    prompt when `guidance_scale > 1`), recording latents and log-probs."""
     transformer = pipeline.transformer
+    guidance_scale, steps = sampling.guidance_scale, sampling.num_inference_steps
     guided = guidance_scale > 1.0
     text, negative_text = pipeline.encode_prompt(
-        prompts, negative_prompt=[negative_prompt] * len(prompts), do_classifier_free_guidance=guided
+        prompts, negative_prompt=[sampling.negative_prompt] * len(prompts), do_classifier_free_guidance=guided
     )
     channels = transformer.config.in_channels
-    frames = (num_frames - 1) // pipeline.vae_scale_factor_temporal + 1
+    frames = (sampling.num_frames - 1) // pipeline.vae_scale_factor_temporal + 1
     shape = (
         len(prompts),
         channels,
         frames,
-        height // pipeline.vae_scale_factor_spatial,
-        width // pipeline.vae_scale_factor_spatial,
+        sampling.height // pipeline.vae_scale_factor_spatial,
+        sampling.width // pipeline.vae_scale_factor_spatial,
     )
     latents = torch.randn(shape, generator=generator).to(transformer.device, transformer.dtype)
     pipeline.scheduler.set_timesteps(steps)
@@ -162,9 +155,10 @@ def sample_with_log_probs(
 
 
 @dataclass(kw_only=True)
-class WanGRPOConfig(TrainerConfig):
-    """GRPO settings, beside `TrainerConfig`'s. Defaults are Flow-GRPO's Wan-2.1-1.3B recipe: 240x416, 33 frames, 20
-    sampling steps, guidance 4.5 against an empty negative prompt, 4 videos per prompt, 16 videos per
+class WanGRPOConfig(TrainerConfig, WanSampling):
+    """GRPO settings, beside `TrainerConfig`'s; the rollouts are sampled as its `WanSampling` fields say.
+    Defaults are Flow-GRPO's Wan-2.1-1.3B recipe: 240x416, 33 frames, 20 denoising steps, guidance 4.5
+    against an empty negative prompt, 4 videos per prompt, 16 videos per
     process per sampled batch in 2 updates, KL beta 0.004 in Flow-GRPO's form, clip range 1e-3, LoRA
     r32 / alpha 64, learning rate 1e-4. Choices of this library: `noise_level` 0.7 (Flow-GRPO's
     default), `advantage_clip` 5.
@@ -193,7 +187,7 @@ class WanGRPOConfig(TrainerConfig):
     height: int = 240
     width: int = 416
     num_frames: int = 33
-    sampling_steps: int = 20
+    num_inference_steps: int = 20
     guidance_scale: float = 4.5
     negative_prompt: str = ""
     noise_level: float = 0.7
@@ -208,6 +202,7 @@ class WanGRPOConfig(TrainerConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        WanSampling.__post_init__(self)
         if self.group_size < 2:
             raise DeScoreInputError(
                 f"group_size must be at least 2 (advantages are normalised in a group), got {self.group_size}"
@@ -273,7 +268,7 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
         reward_fn = DeScoreReward(
             config.reward_model, think=config.reward_think, device=accelerator.device, dtype=dtype
         )
-    trained = config.train_steps if config.train_steps is not None else list(range(config.sampling_steps - 1))
+    trained = config.train_steps if config.train_steps is not None else list(range(config.num_inference_steps - 1))
     stop = run.finished
     while not stop:
         rank, processes = accelerator.process_index, accelerator.num_processes
@@ -282,18 +277,7 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
         generator = run.seed_step()
         transformer.eval()
         with accelerator.autocast():
-            trajectory = sample_with_log_probs(
-                pipeline,
-                prompts,
-                config.height,
-                config.width,
-                config.num_frames,
-                config.sampling_steps,
-                config.noise_level,
-                generator,
-                config.guidance_scale,
-                config.negative_prompt,
-            )
+            trajectory = sample_with_log_probs(pipeline, prompts, config, config.noise_level, generator)
         rewards, _ = reward_fn(trajectory.videos, prompts, [{} for _ in prompts])
         rewards = np.asarray(rewards, dtype=np.float32)
         filled = torch.as_tensor(np.nan_to_num(rewards, nan=float(np.nanmean(rewards))))
