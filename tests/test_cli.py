@@ -229,7 +229,13 @@ def test_ctrl_c_says_where_training_stopped_and_the_same_command_resumes(tiny_ba
     )  # never done first
     config.write_text(yaml.safe_dump(values))
     command = [sys.executable, "-m", "descore_reward.cli", "train", "cold-start", "--config", str(config)]
-    running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def as_from_a_terminal():  # a test run started in the background inherits SIGINT ignored: undo that
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    running = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+    )
     while not list((tmp_path / "run").glob("checkpoint-*/trainer_state.json")) and running.poll() is None:
         time.sleep(0.2)
     running.send_signal(signal.SIGINT)
