@@ -66,7 +66,7 @@ class TrainingRun:
         `scheduler` (else start from `position`: a trainer's own place in its data, say), then start the
         trackers and the progress bar. Returns the state."""
         self.state.update(position)
-        self._saved = (model, optimizer, scheduler)
+        self._checkpointed = (model, optimizer, scheduler)  # what each checkpoint holds
         resumed = resume(self.output_dir, model, optimizer, scheduler)
         if resumed is not None:
             self.state = resumed
@@ -110,7 +110,7 @@ class TrainingRun:
         self.progress.update(1)
         stop = self.finished or self.step == stop_after
         if self.accelerator.is_main_process and (self.step % self.config.save_every == 0 or stop):
-            model, optimizer, scheduler = self._saved
+            model, optimizer, scheduler = self._checkpointed
             save_checkpoint(self.output_dir, model, optimizer, self.state, scheduler, self.config.keep_checkpoints)
         return stop
 
