@@ -130,3 +130,19 @@ def test_curves_show_their_scale_flat_lines_stay_flat_and_bounds_are_not_cut():
     low, high = axis.get_ylim()
     assert low < 0.5 and high > 0.71 and high - low < 0.3, "a moving series still fills its panel"
     plt.close(figure)
+
+
+def test_the_vbench_script_scores_the_librarys_dimensions():
+    """`examples/vbench/evaluate.py` runs in VBench's environment, without this library, so it keeps a
+    copy of the dimension list: the copy is the library's."""
+    import ast
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "vbench" / "evaluate.py"
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    assigned = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    assert ast.literal_eval(assigned["VBENCH_DIMENSIONS"]) == vbench.VBENCH_DIMENSIONS

@@ -33,6 +33,8 @@ import re
 import sys
 from pathlib import Path
 
+# descore_reward.vbench.results.VBENCH_DIMENSIONS, copied: this script runs in VBench's own environment,
+# without the library (tests/test_vbench.py keeps the two equal).
 VBENCH_DIMENSIONS = (
     "subject_consistency",
     "background_consistency",
