@@ -271,10 +271,10 @@ def run_train_wan_grpo(args: argparse.Namespace) -> None:
     from .wan.grpo import WanGRPOConfig, train
 
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise CommandError(f"--prompts {path}: no such file")
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        from .data import read_text_file
+
+        lines = read_text_file(Path(args.prompts), "prompts file").splitlines()
+        prompts = [line.strip() for line in lines if line.strip()]
         args.overrides = [*args.overrides, f"prompts={json.dumps(prompts)}"]
     config = _training_config(WanGRPOConfig, args)
     if not config.prompts:

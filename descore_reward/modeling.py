@@ -408,7 +408,7 @@ class DeScoreModel(nn.Module):
         for index, cot in enumerate(cots):
             self._check_text(cot, f"cots[{index}]")
         tokenizer = self.processor.tokenizer
-        ids = [tokenizer(cot, add_special_tokens=False).input_ids if cot else [] for cot in cots]
+        ids = tokenizer([cot or "" for cot in cots], add_special_tokens=False).input_ids if cots else []
         cot_ids = torch.full((len(ids), max(map(len, ids), default=0)), tokenizer.pad_token_id, dtype=torch.long)
         for row, row_ids in enumerate(ids):
             cot_ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
@@ -429,7 +429,8 @@ class DeScoreModel(nn.Module):
 
         The videos go in as pixels, or as `video_features` (the vision tower's output for the prompts,
         computed once and selected per row; needed when `rows` repeats a prompt)."""
-        rows = list(range(len(inputs["input_ids"]))) if rows is None else list(rows)
+        every_row = list(range(len(inputs["input_ids"])))
+        rows = every_row if rows is None else list(rows)
         rows_tensor = torch.as_tensor(rows, device=cot_ids.device)
         prompt = {key: inputs[key][rows_tensor] for key in ("input_ids", "attention_mask", "mm_token_type_ids")}
         in_cot = torch.arange(cot_ids.shape[1], device=cot_ids.device) < cot_length[:, None]
@@ -444,7 +445,7 @@ class DeScoreModel(nn.Module):
         }
         if video_features is not None:
             sequence["mm_encoder_outputs"] = {"video": select_video_features(video_features, rows)}
-        elif rows == list(range(len(inputs["input_ids"]))):
+        elif rows == every_row:
             sequence["pixel_values_videos"] = inputs["pixel_values_videos"]
         else:
             raise ValueError("rows that select or repeat prompts need the prompts' video_features")

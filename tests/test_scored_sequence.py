@@ -144,3 +144,32 @@ def test_every_path_gives_the_plain_forwards_reward(tiny_model, tmp_path):
     text_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     torch.testing.assert_close(rollout_rewards, expected(row_videos, row_prompts, text_ids), rtol=0, atol=TOLERANCE)
     torch.testing.assert_close(masked, expected(videos, prompts, [[]] * 4), rtol=0, atol=TOLERANCE)
+
+
+def test_tokenising_the_cot_on_its_own_scores_as_the_whole_text_did(tiny_model):
+    """Stage 1 and `forward` used to tokenise `chat(video, prompt) + cot + <reward>` as one string; they
+    now tokenise the CoT on its own. For CoTs as a teacher writes them (starting with a word) both give
+    the same tokens, so the same rewards: the rewards of models trained before the change are kept."""
+    model = tiny_model
+    videos = [torch.rand(8, 48, 64, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    prompts = ["a red square moves right", "a blue circle", "a green square moves up on a grey background"]
+    cots = ["The square is red and moves right.", None, "Subject: a square.\n<answer>{}</answer>"]
+    with torch.no_grad():
+        new = model(videos, prompts, cots)
+        old = []
+        for video, prompt, cot in zip(videos, prompts, cots):
+            text = model.chat_prefix(prompt) + (cot or "") + model.config.reward_token
+            video = model._to_temporal_patch(model.load_videos([video])[0])
+            sampling = model.config.sampling
+            inputs = model.processor(
+                text=[text],
+                videos=[video.frames],
+                video_metadata=[video.metadata],
+                do_sample_frames=False,
+                cap_pixels_per_frame=True,
+                size={"shortest_edge": sampling.min_pixels_per_frame, "longest_edge": sampling.max_total_pixels},
+                return_tensors="pt",
+            )
+            hidden = model.language_backbone(**inputs).last_hidden_state[:, -1]
+            old.append(model.head(hidden.float()).item())
+    torch.testing.assert_close(new, torch.tensor(old), rtol=0, atol=TOLERANCE)

@@ -31,7 +31,7 @@ from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..rubrics import read_instruction_file
 from ..video import VideoSampling
 from .config import TrainerConfig
-from .distributed import epoch_shard, optimizer_step
+from .distributed import epoch_shard, optimizer_step, shard_size
 from .run import TrainingRun
 
 
@@ -245,13 +245,11 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
         raise DataError(
             [f"{config.train_data}: every pair is a tie; the BT loss needs decided pairs (or loss: rao_kupper)"]
         )
-    steps = config.max_steps  # known once the process count is: one epoch is a pass over this process's shard
-    run = TrainingRun(config, "cold start", total_steps=0)
+    run = TrainingRun(config, "cold start", total_steps=0)  # set below: an epoch depends on the process count
     accelerator = run.accelerator
     accumulation = accumulation_steps(config.batch_size, config.micro_batch_size, accelerator.num_processes)
-    shard_size = len(epoch_shard(len(train_pairs), 0, config.seed, 0, accelerator.num_processes))
-    batches_per_epoch = math.ceil(shard_size / config.micro_batch_size)
-    run.total_steps = steps or config.epochs * math.ceil(batches_per_epoch / accumulation)
+    batches_per_epoch = math.ceil(shard_size(len(train_pairs), accelerator.num_processes) / config.micro_batch_size)
+    run.total_steps = config.max_steps or config.epochs * math.ceil(batches_per_epoch / accumulation)
     model = (build_model(config) if model is None else prepare_model(model, config)).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
@@ -283,10 +281,11 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     if run.step == 0 and eval_pairs:
         run.evaluate(evaluate)
     stop = run.finished
+    window_loss, micro_batch = 0.0, 0  # the step's loss so far, and its micro-batches
     while not stop:
-        window_loss, micro_batch = 0.0, 0
-        run.seed_step()  # this step's dropout draws
         for batch in epoch_batches(state["epoch"], state["batches_done"]):
+            if micro_batch == 0:
+                run.seed_step()  # a new step: its dropout draws
             state["batches_done"] += 1
             last_of_step = state["batches_done"] % accumulation == 0 or state["batches_done"] == batches_per_epoch
             cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, (run.step_seed(), micro_batch), config.mask_per)
@@ -306,8 +305,7 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
                 state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
             metrics = {"loss": window_loss, "learning_rate": learning_rate}
             stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
+            window_loss, micro_batch = 0.0, 0
             if stop or state["batches_done"] == 0:  # the run's end, or the epoch's: a new loader
                 break
-            window_loss, micro_batch = 0.0, 0
-            run.seed_step()
     return run.finish(lambda path: model.save_pretrained(path, include_backbone=not config.lora))

@@ -20,22 +20,25 @@ def step_seed(seed: int, step: int, process_index: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, step, process_index, stream]).generate_state(1)[0])
 
 
+def shard_size(count: int, processes: int) -> int:
+    """How many of `count` items each process takes per epoch: an equal share, at least one."""
+    return max(1, count // processes)
+
+
 def epoch_shard(count: int, epoch: int, seed: int, process_index: int, processes: int) -> list[int]:
-    """This process's share of `epoch`'s shuffled order of `count` items (the seed and the epoch decide
-    it): processes never take the same item in an epoch, and every share has `count // processes` items
-    (at least one)."""
-    shard_size = max(1, count // processes)
+    """This process's share (`shard_size` items) of `epoch`'s shuffled order of `count` items (the seed
+    and the epoch decide it): processes never take the same item in an epoch."""
     order = np.random.default_rng([seed, epoch]).permutation(count)
-    return order[process_index::processes][:shard_size].tolist()
+    return order[process_index::processes][: shard_size(count, processes)].tolist()
 
 
 def epoch_batch(count: int, step: int, batch_size: int, seed: int, process_index: int, processes: int) -> list[int]:
     """Indices of this process's `batch_size` items (of `count`) at `step`: a slice of its `epoch_shard`,
     so no item repeats inside an epoch and a resumed run draws what the uninterrupted one would. A
     shard smaller than `batch_size` is taken whole."""
-    shard_size = max(1, count // processes)
-    per_step = min(batch_size, shard_size)
-    epoch, index = divmod(step, shard_size // per_step)
+    shard = shard_size(count, processes)
+    per_step = min(batch_size, shard)
+    epoch, index = divmod(step, shard // per_step)
     return epoch_shard(count, epoch, seed, process_index, processes)[index * per_step : (index + 1) * per_step]
 
 
