@@ -1,4 +1,5 @@
-"""The `descore` command line: `descore demo`, `score`, `eval`, `train`, `annotate`, `convert`.
+"""The `descore` command line: `descore demo`, `score`, `eval`, `train`, `annotate`, `convert`, `export`,
+`serve`.
 
 Only the standard library is imported until a command runs, so `descore --help` answers at once.
 """
@@ -75,6 +76,23 @@ def _add_convert_command(commands) -> None:
         "--instruction-file", help="the instruction they trained with, {prompt} where the prompt goes"
     )
     official.set_defaults(run=run_convert_official)
+
+
+def _add_export_command(commands) -> None:
+    parser = commands.add_parser("export", help="write a checkpoint for another engine")
+    targets = parser.add_subparsers(dest="target", required=True)
+    vllm = targets.add_parser("vllm", help="a plain Hugging Face folder that vLLM serves, the head in the LM head")
+    vllm.add_argument("--model", required=True, help="a DeScore checkpoint directory")
+    vllm.add_argument("--out", required=True, help="the folder to write (replaced only if it is an export)")
+    vllm.add_argument("--dtype", choices=DTYPES, default=None, help="of the exported weights (default: as loaded)")
+    vllm.set_defaults(run=run_export_vllm)
+
+
+def run_export_vllm(args: argparse.Namespace) -> None:
+    from .engines.export import export_for_vllm
+
+    out = export_for_vllm(args.model, args.out, dtype=_dtype(args.dtype))
+    print(f"wrote {out}: serve it with  descore serve --model {out}  or score with  --engine vllm --model {out}")
 
 
 def run_convert_official(args: argparse.Namespace) -> None:
@@ -400,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_train_command(commands)
     _add_annotate_command(commands)
     _add_convert_command(commands)
+    _add_export_command(commands)
     _add_quick_look_command(commands)
     _add_demo_command(commands)
     args = parser.parse_args(argv)

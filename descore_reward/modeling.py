@@ -355,44 +355,25 @@ class DeScoreModel(nn.Module):
                 checked.append(load_video(video, self.config.sampling, name=f"videos[{index}]"))
         return checked
 
-    def _to_temporal_patch(self, video: Video) -> Video:
-        """A video of fewer frames than the backbone's temporal patch (a single frame, say) with its last
-        frame repeated to fill it, so every path accepts what the processor would reject."""
-        patch = getattr(self.processor.video_processor, "temporal_patch_size", 1) or 1
-        missing = patch - video.frames.shape[0]
-        if missing <= 0:
-            return video
-        indices = list(video.metadata.frames_indices) + [video.metadata.frames_indices[-1]] * missing
-        frames = torch.cat([video.frames, video.frames[-1:].expand(missing, -1, -1, -1)])
-        return Video(frames, dataclasses.replace(video.metadata, frames_indices=indices), video.name)
-
     def chat_prefix(self, prompt: str) -> str:
-        """The chat text up to the start of the assistant's answer, with one video placeholder: where the
-        instruction template's `<video>` marker is, else before the instruction."""
-        before, after = self.rubric.instruction_around_video(prompt)
-        content = [{"type": "text", "text": before}] if before else []
-        content += [{"type": "video"}, {"type": "text", "text": after}]
-        messages = [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The chat text up to the start of the assistant's answer (`chat_prefix` below)."""
+        return chat_prefix(self.processor, self.rubric, prompt)
 
     def prepare_inputs(self, videos: Sequence[VideoSource | Video], prompts: Sequence[str]) -> BatchFeature:
         """Tokenise `[chat(video, prompt)]`, the part every scored sequence starts with, for a batch:
         left-padded, on the model's device."""
-        videos = [self._to_temporal_patch(video) for video in self.load_videos(videos)]
+        videos = [fill_temporal_patch(video, self.processor) for video in self.load_videos(videos)]
         if len(videos) != len(prompts):
             raise DeScoreInputError(f"got {len(videos)} videos and {len(prompts)} prompts; expected equal")
         for index, prompt in enumerate(prompts):
             self._check_text(prompt, f"prompts[{index}]")
-        sampling = self.config.sampling
         inputs = self.processor(
             text=[self.chat_prefix(prompt) for prompt in prompts],
             videos=[video.frames for video in videos],
             video_metadata=[video.metadata for video in videos],
-            do_sample_frames=False,
-            cap_pixels_per_frame=True,
-            size={"shortest_edge": sampling.min_pixels_per_frame, "longest_edge": sampling.max_total_pixels},
             padding=True,
             return_tensors="pt",
+            **processor_arguments(self.config.sampling),
         )
         return inputs.to(self.device)
 
@@ -609,6 +590,38 @@ class DeScoreModel(nn.Module):
             p_a, p_tie, p_b = rao_kupper_probabilities(torch.tensor(comparison.margin), self.config.tie_theta)
             comparison.p_a_better, comparison.p_tie, comparison.p_b_better = p_a.item(), p_tie.item(), p_b.item()
         return comparison
+
+
+def processor_arguments(sampling: VideoSampling) -> dict:
+    """The video processor's arguments on every path (HF and vLLM): frames come sampled by `load_video`,
+    and sized within `sampling`'s pixel budget."""
+    return dict(
+        do_sample_frames=False,
+        cap_pixels_per_frame=True,
+        size={"shortest_edge": sampling.min_pixels_per_frame, "longest_edge": sampling.max_total_pixels},
+    )
+
+
+def chat_prefix(processor, rubric, prompt: str) -> str:
+    """The chat text up to the start of the assistant's answer, with one video placeholder: where the
+    instruction template's `<video>` marker is, else before the instruction."""
+    before, after = rubric.instruction_around_video(prompt)
+    content = [{"type": "text", "text": before}] if before else []
+    content += [{"type": "video"}, {"type": "text", "text": after}]
+    messages = [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def fill_temporal_patch(video: Video, processor) -> Video:
+    """A video of fewer frames than the backbone's temporal patch (a single frame, say) with its last frame
+    repeated to fill it, so every path accepts what the processor would reject."""
+    patch = getattr(processor.video_processor, "temporal_patch_size", 1) or 1
+    missing = patch - video.frames.shape[0]
+    if missing <= 0:
+        return video
+    indices = list(video.metadata.frames_indices) + [video.metadata.frames_indices[-1]] * missing
+    frames = torch.cat([video.frames, video.frames[-1:].expand(missing, -1, -1, -1)])
+    return Video(frames, dataclasses.replace(video.metadata, frames_indices=indices), video.name)
 
 
 def select_video_features(features, rows: Sequence[int]):

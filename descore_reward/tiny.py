@@ -159,7 +159,7 @@ def build_config(tokenizer: Qwen2Tokenizer, text: dict | None = None, vision: di
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=False,
+        tie_word_embeddings=text_config["tie_word_embeddings"],
     )
 
 

@@ -5,6 +5,7 @@ forward, put together by hand."""
 
 import torch
 
+from descore_reward.modeling import fill_temporal_patch
 from descore_reward.synthetic import make_dataset
 from descore_reward.training.rl import RLConfig
 from descore_reward.training.rollouts import logprobs_and_rewards, masked_rewards, rollouts_from_texts
@@ -159,7 +160,7 @@ def test_tokenising_the_cot_on_its_own_scores_as_the_whole_text_did(tiny_model):
         old = []
         for video, prompt, cot in zip(videos, prompts, cots):
             text = model.chat_prefix(prompt) + (cot or "") + model.config.reward_token
-            video = model._to_temporal_patch(model.load_videos([video])[0])
+            video = fill_temporal_patch(model.load_videos([video])[0], model.processor)
             sampling = model.config.sampling
             inputs = model.processor(
                 text=[text],
