@@ -50,8 +50,11 @@ def _add_score_command(commands) -> None:
     parser.add_argument(
         "--manifest", help="instead of videos and --prompt: a CSV (header video,prompt) or JSONL of {video, prompt}"
     )
-    parser.add_argument("--model", required=True, help="a DeScore checkpoint directory (save_pretrained)")
+    parser.add_argument(
+        "--model", help="a DeScore checkpoint directory (save_pretrained), or an export (--engine vllm)"
+    )
     parser.add_argument("--backbone", help="where the checkpoint's backbone is on this machine, if not where it says")
+    _add_engine_arguments(parser, server=True)
     parser.add_argument("--no-think", action="store_true", help="score without generating a CoT (one prefill)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
     parser.add_argument(
@@ -59,10 +62,18 @@ def _add_score_command(commands) -> None:
     )
     parser.add_argument("--sample", action="store_true", help="sample the CoT instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--batch-size", type=at_least(1), default=8)
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help="default: 8 (hf), 64 (vllm, server)")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=DTYPES, default=None)
     parser.set_defaults(run=run_score)
+
+
+def _add_engine_arguments(parser, server: bool) -> None:
+    parser.add_argument(
+        "--engine", choices=("hf", "vllm"), default="hf", help="vllm: continuous batching, for think mode at scale"
+    )
+    if server:
+        parser.add_argument("--server", help="score on a DeScore server (descore serve) at this URL, not locally")
 
 
 def _add_convert_command(commands) -> None:
@@ -156,8 +167,9 @@ def _add_eval_command(commands) -> None:
     parser = commands.add_parser("eval", help="preference accuracy on a benchmark, resumable, with the paper's table")
     parser.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES)
     parser.add_argument("--data", required=True, help="JSONL (in-domain), CSV (VideoGen) or JSONL/parquet (GenAI)")
-    parser.add_argument("--model", required=True, help="a DeScore checkpoint directory")
+    parser.add_argument("--model", required=True, help="a DeScore checkpoint directory, or an export (--engine vllm)")
     parser.add_argument("--backbone", help="where the checkpoint's backbone is on this machine, if not where it says")
+    _add_engine_arguments(parser, server=False)
     parser.add_argument("--out", required=True, help="scores, metrics.json, table.md and table.png go here")
     parser.add_argument("--no-think", action="store_true", help="score without generating CoTs")
     parser.add_argument(
@@ -171,7 +183,7 @@ def _add_eval_command(commands) -> None:
     parser.add_argument("--limit", type=at_least(1), default=None, help="only the first N pairs")
     parser.add_argument("--video-root", default=None, help="GenAI-Bench: folder the video paths are relative to")
     parser.add_argument("--label-column", default=None, help="VideoGen CSV: label column (default Overall)")
-    parser.add_argument("--batch-size", type=at_least(1), default=8)
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help="default: 8 (hf), 64 (vllm)")
     parser.add_argument(
         "--max-new-tokens", type=at_least(1), default=None, help="default: the rubric's (4096 for descore)"
     )
@@ -200,12 +212,13 @@ def run_eval(args: argparse.Namespace) -> None:
         limit=args.limit,
         video_root=args.video_root,
         label_column=args.label_column,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or (64 if args.engine == "vllm" else 8),
         max_new_tokens=args.max_new_tokens,
         bootstrap=args.bootstrap,
         name=args.name,
         dtype=_dtype(args.dtype),
         backbone=args.backbone,
+        engine=args.engine,
     )
     if results:
         print(render_table(results), end="")
@@ -297,8 +310,10 @@ def run_train_wan_grpo(args: argparse.Namespace) -> None:
     config = _training_config(WanGRPOConfig, args)
     if not config.prompts:
         raise CommandError(f"{args.config}: no prompts; give them in the config or with --prompts FILE")
-    if not config.reward_model:
-        raise CommandError(f"{args.config}: no reward_model; give a DeScore checkpoint as reward_model=PATH")
+    if not config.reward_model and not config.reward_server:
+        raise CommandError(
+            f"{args.config}: no reward_model; give a DeScore checkpoint as reward_model=PATH (or reward_server=URL)"
+        )
     state = train(config)
     print(f"wan-grpo: {state['step']} steps, last mean reward {state['history'][-1]['reward']:.4f}")
     print(f"LoRA saved to {Path(config.output_dir) / 'final'} (WanPipeline.load_lora_weights reads it)")
@@ -374,27 +389,38 @@ def _score_inputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
 
 
 def run_score(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
-        raise CommandError("--batch-size and --max-new-tokens must be at least 1")
     videos, prompts = _score_inputs(args)
-    from .modeling import DeScoreModel, read_config
     from .video import check_video_file
 
-    read_config(args.model)  # a bad checkpoint and every bad file are reported before the model loads
+    if args.server and args.model:
+        raise CommandError("give --model or --server, not both: the server holds its own model")
+    if not args.server and not args.model:
+        raise CommandError("give --model DIR (a DeScore checkpoint), or --server URL")
+    if args.model:
+        from .engines import check_model_folder
+
+        check_model_folder(args.model, args.engine)  # a bad checkpoint and every bad file fail before loading
     for video in videos:
         check_video_file(video)
-    import torch
+    if args.server:
+        from .engines.client import DeScoreClient
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = DeScoreModel.from_pretrained(args.model, dtype=_dtype(args.dtype), device=device, backbone=args.backbone)
-    results = model.score(
+        scorer = DeScoreClient(args.server)
+    else:
+        import torch
+
+        from .engines import load_scorer
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        scorer = load_scorer(args.model, args.engine, device=device, dtype=_dtype(args.dtype), backbone=args.backbone)
+    results = scorer.score(
         videos,
         prompts,
         think=not args.no_think,
-        batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         do_sample=args.sample,
         seed=args.seed,
+        **({} if args.batch_size is None else {"batch_size": args.batch_size}),
     )
     for result, prompt in zip(results, prompts, strict=True):
         if args.json:
@@ -402,6 +428,40 @@ def run_score(args: argparse.Namespace) -> None:
         else:
             scores = " ".join(f"{k}={v}" for k, v in (result.scores or {}).items()) or "-"
             print(f"{result.reward:.4f}\t{result.video}\t{scores}")
+
+
+def _add_serve_command(commands) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="serve an exported DeScore on vLLM over HTTP; vLLM engine arguments pass through",
+        epilog="e.g. descore serve --model EXPORT --host 0.0.0.0 --data-parallel-size 8 --gpu-memory-utilization 0.9",
+    )
+    parser.add_argument("--model", required=True, help="an exported folder (descore export vllm)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--print-command", action="store_true", help="print the server command instead of running it")
+    parser.set_defaults(run=run_serve, passes_unknown=True)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    import importlib.util
+    import os
+    import shlex
+
+    from .engines.export import read_export
+
+    read_export(args.model)
+    command = [sys.executable, "-m", "descore_reward.engines.server", "--model", str(args.model)]
+    command += ["--host", args.host, "--port", str(args.port), *args.unknown]
+    if args.print_command:
+        print(shlex.join(command))
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise CommandError(
+            f"vLLM is not installed in this environment ({sys.executable}); install it (`pip install vllm`) "
+            f"or run where it is: {shlex.join(['python', *command[1:]])}"
+        )
+    os.execv(sys.executable, command)
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -419,14 +479,18 @@ def main(argv: list[str] | None = None) -> int:
     _add_annotate_command(commands)
     _add_convert_command(commands)
     _add_export_command(commands)
+    _add_serve_command(commands)
     _add_quick_look_command(commands)
     _add_demo_command(commands)
-    args = parser.parse_args(argv)
-    from .errors import DeScoreInputError
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "passes_unknown", False):
+        parser.parse_args(argv)  # the usual error for arguments no command takes
+    args.unknown = unknown
+    from .errors import DeScoreInputError, ServerError
 
     try:
         args.run(args)
-    except (CommandError, DeScoreInputError, FileNotFoundError, FileExistsError) as error:
+    except (CommandError, DeScoreInputError, ServerError, FileNotFoundError, FileExistsError) as error:
         print(f"descore {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the file system said no (a full disk, no permission, read-only): name what

@@ -19,3 +19,8 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     none: what a one-line error can quote of a library's multi-line message."""
     lines = str(error).strip().splitlines()
     return lines[0][:limit] if lines else type(error).__name__
+
+
+class ServerError(RuntimeError):
+    """A DeScore server that cannot be reached or that failed (not a problem with what was sent): its URL,
+    and what happened after the bounded retries."""

@@ -264,15 +264,17 @@ def evaluate(
     name: str | None = None,
     dtype=None,
     backbone: str | None = None,
+    engine: str = "hf",
 ) -> dict:
-    """Score `benchmark` with the DeScore checkpoint `model_dir` into `out`; returns all results so far."""
+    """Score `benchmark` with the DeScore checkpoint `model_dir` into `out`, on `engine` ("hf", or "vllm":
+    then `model_dir` may be an export); returns all results so far."""
     from accelerate import Accelerator
 
-    from ..modeling import DeScoreModel, read_config
+    from ..engines import check_model_folder, load_scorer
 
     out = Path(out)
     pairs = load_benchmark(benchmark, data, limit, video_root, label_column)
-    read_config(model_dir)  # a mistyped --model fails before anything is written
+    check_model_folder(model_dir, engine)  # a mistyped --model fails before anything is written
     baseline_metrics = {}
     for baseline, path in (baselines or {}).items():  # checked before the model loads
         if not Path(path).is_file():
@@ -283,7 +285,7 @@ def evaluate(
     run = {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens}
     check_run(out, run)
     accelerator = Accelerator()
-    model = DeScoreModel.from_pretrained(model_dir, dtype=dtype, device=accelerator.device, backbone=backbone)
+    model = load_scorer(model_dir, engine, device=accelerator.device, dtype=dtype, backbone=backbone)
     if accelerator.is_main_process:
         claim_folder(out)  # one run at a time on a folder
         if not (out / RUN_FILE).exists():  # recorded once the model loaded

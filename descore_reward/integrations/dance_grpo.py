@@ -63,10 +63,14 @@ class VideoAlignStyleInferencer:
         think: bool = False,
         raise_errors: bool = False,
         fill_value: float | str = "below",
+        engine: str = "hf",
+        server: str | None = None,
     ):
         if fill_value != "below" and not isinstance(fill_value, (int, float)):
             raise DeScoreInputError(f'fill_value must be "below" or a number, got {fill_value!r}')
-        self.reward_fn = DeScoreReward(model, think=think, device=device, dtype=dtype, on_error="raise")
+        self.reward_fn = DeScoreReward(
+            model, think=think, device=device, dtype=dtype, on_error="raise", engine=engine, server=server
+        )
         self.raise_errors, self.fill_value = raise_errors, fill_value
         self.failures = 0
         self._history: collections.deque[float] = collections.deque(maxlen=HISTORY)

@@ -16,7 +16,8 @@ without it 0), so they are logged and weighted like Flow-GRPO's other rewards. T
 one CoT per video. Everything else that `DeScoreReward` takes comes from the environment, since
 Flow-GRPO's config holds only names and weights (`ENVIRONMENT`): `DESCORE_MODEL`, `DESCORE_THINK`,
 `DESCORE_ON_ERROR`, `DESCORE_FILL_VALUE`, `DESCORE_BATCH_SIZE`, `DESCORE_DTYPE`,
-`DESCORE_MAX_NEW_TOKENS`. The train and eval rewards that the script builds share one loaded model.
+`DESCORE_MAX_NEW_TOKENS`, `DESCORE_ENGINE` (`vllm` for think mode at scale), `DESCORE_SERVER` (a
+`descore serve` URL instead of `DESCORE_MODEL`). The train and eval rewards share one loaded model.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ ENVIRONMENT = {  # variable -> (DeScoreReward argument, parser)
     "DESCORE_BATCH_SIZE": ("batch_size", int),
     "DESCORE_DTYPE": ("dtype", lambda text: {"bfloat16": torch.bfloat16, "float32": torch.float32}[text]),
     "DESCORE_MAX_NEW_TOKENS": ("max_new_tokens", int),
+    "DESCORE_ENGINE": ("engine", str),
+    "DESCORE_SERVER": ("server", str),
 }
 
 

@@ -12,6 +12,7 @@ combine with `WeightedRewards`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engines import ENGINES, load_scorer
 from ..errors import CheckpointError, DeScoreInputError
 from ..modeling import DeScoreModel
 from ..video import Video, VideoInputError, VideoSampling, load_video
@@ -47,18 +49,26 @@ def split_batch(videos) -> list:
 
 MODEL_VARIABLE = "DESCORE_MODEL"
 ON_ERROR = ("raise", "nan", "fill")
-_shared_models: dict[tuple, DeScoreModel] = {}
+_shared_models: dict[tuple, object] = {}
 _model_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one per model, however many rewards
 _shared_lock = threading.Lock()
 
 
-def shared_model(path: str | os.PathLike, device: str | torch.device, dtype: torch.dtype | None = None) -> DeScoreModel:
-    """One loaded `DeScoreModel` per (checkpoint, device, dtype) in this process: a training script that
-    builds its train and eval rewards separately (Flow-GRPO does) holds the 8B backbone once."""
-    key = (str(Path(path).resolve()), str(torch.device(device)), dtype)
+def shared_model(
+    path: str | os.PathLike,
+    device: str | torch.device,
+    dtype: torch.dtype | None = None,
+    engine: str = "hf",
+    engine_arguments: dict | None = None,
+):
+    """One loaded scorer (`engines.load_scorer`) per (checkpoint, engine, device, dtype) in this process: a
+    training script that builds its train and eval rewards separately (Flow-GRPO does) holds the 8B
+    backbone once."""
+    arguments = engine_arguments or {}
+    key = (str(Path(path).resolve()), engine, str(torch.device(device)), dtype, json.dumps(arguments, default=str))
     with _shared_lock:
         if key not in _shared_models:
-            _shared_models[key] = DeScoreModel.from_pretrained(path, dtype=dtype, device=device).eval()
+            _shared_models[key] = load_scorer(path, engine, device=device, dtype=dtype, **arguments)
         return _shared_models[key]
 
 
@@ -76,8 +86,13 @@ def _checkpoint_from_environment() -> str:
 class DeScoreReward:
     """A DeScore model as `reward_fn(videos, prompts, metadata) -> (scores, info)`.
 
-    model: a DeScore checkpoint folder or a loaded `DeScoreModel`; None reads the folder from the
-        `DESCORE_MODEL` environment variable. Checkpoints load once per process (`shared_model`).
+    model: a DeScore checkpoint folder (or, for engine "vllm", an exported one), or what scores: a loaded
+        `DeScoreModel`, `VLLMEngine` or `DeScoreClient`; None reads the folder from the `DESCORE_MODEL`
+        environment variable. Folders load once per process (`shared_model`).
+    engine: "hf" (Hugging Face `generate`) or "vllm" (`engines.VLLMEngine`: continuous batching, for
+        think mode at scale); `engine_arguments` go to `vllm.LLM` (`gpu_memory_utilization`, ...).
+    server: the URL of a DeScore server (`descore serve`) to score on instead of a local model.
+    batch_size: videos per batch (default: the scorer's: 8 on "hf", 64 on "vllm" and the server).
     think: generate a CoT before scoring (slower; `info` then holds CoTs and sub-scores).
     input_fps: frame rate of in-memory videos (default: the model's `sampling.input_fps`, 16 as Wan
         exports). Files carry their own rate. (`fps`, its old name, still works with a warning.)
@@ -90,16 +105,19 @@ class DeScoreReward:
 
     def __init__(
         self,
-        model: str | os.PathLike | DeScoreModel | None = None,
+        model=None,
         think: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         input_fps: float | None = None,
         on_error: str = "raise",
         fill_value: float = 0.0,
         max_new_tokens: int | None = None,
         fps: float | None = None,
+        engine: str = "hf",
+        server: str | None = None,
+        engine_arguments: dict | None = None,
     ):
         if fps is not None:
             warnings.warn(
@@ -110,13 +128,22 @@ class DeScoreReward:
             input_fps = fps if input_fps is None else input_fps
         if on_error not in ON_ERROR:
             raise DeScoreInputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
-        if isinstance(model, DeScoreModel):
-            self.model = model.eval()
-        else:
+        if engine not in ENGINES:
+            raise DeScoreInputError(f"engine {engine!r}: expected one of {ENGINES}")
+        if server is not None:
+            if model is not None:
+                raise DeScoreInputError("give a model or a server, not both: the server holds its own model")
+            from ..engines.client import DeScoreClient
+
+            self.model = DeScoreClient(server)
+        elif model is None or isinstance(model, (str, os.PathLike)):
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model = shared_model(model or _checkpoint_from_environment(), device, dtype)
+            path = model or _checkpoint_from_environment()
+            self.model = shared_model(path, device, dtype, engine, engine_arguments)
+        else:
+            self.model = model.eval() if isinstance(model, DeScoreModel) else model
         sampling = self.model.config.sampling
         self.sampling = dataclasses.replace(sampling, input_fps=input_fps) if input_fps is not None else sampling
         self.input_fps_given = input_fps is not None
@@ -159,12 +186,13 @@ class DeScoreReward:
             info.update(cot=[None] * len(videos), sub_scores=[None] * len(videos))
         if keep:
             with self._lock:
+                batch = {} if self.batch_size is None else {"batch_size": self.batch_size}
                 results = self.model.score(
                     [loaded[i] for i in keep],
                     [prompts[i] for i in keep],
                     think=self.think,
-                    batch_size=self.batch_size,
                     max_new_tokens=self.max_new_tokens,
+                    **batch,
                 )
             for i, result in zip(keep, results, strict=True):
                 scores[i] = result.reward

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..engines import ENGINES
 from ..errors import DeScoreInputError
 from ..losses import group_advantages
 from ..training.config import TrainerConfig
@@ -165,7 +166,8 @@ class WanGRPOConfig(TrainerConfig, WanSampling):
 
     pipeline: a `WanPipeline` id or path. prompts: the training prompts.
     reward_model / reward_think: the DeScore checkpoint (directory or id) that scores the videos when
-        `train` is given no `reward_fn`, in fast mode or think-then-score.
+        `train` is given no `reward_fn`, in fast mode or think-then-score; `reward_engine` "vllm" scores
+        on a vLLM engine, `reward_server` on a DeScore server (a URL, instead of `reward_model`).
     prompts_per_step: prompts per process per step, each sampled `group_size` times, from shuffled epochs
         of the prompts (a process with fewer prompts takes all it has).
     updates_per_batch: optimizer steps per sampled batch, each on a shuffled share of its videos; after
@@ -180,6 +182,8 @@ class WanGRPOConfig(TrainerConfig, WanSampling):
     prompts: list
     reward_model: str | None = None
     reward_think: bool = False
+    reward_engine: str = "hf"
+    reward_server: str | None = None
     steps: int = 100
     prompts_per_step: int = 4
     group_size: int = 4
@@ -209,6 +213,8 @@ class WanGRPOConfig(TrainerConfig, WanSampling):
             )
         if self.kl_form not in ("flow_grpo", "gaussian"):
             raise DeScoreInputError(f"kl_form must be 'flow_grpo' or 'gaussian', got {self.kl_form!r}")
+        if self.reward_engine not in ENGINES:
+            raise DeScoreInputError(f"reward_engine must be one of {ENGINES}, got {self.reward_engine!r}")
         videos = self.prompts_per_step * self.group_size
         if not 1 <= self.updates_per_batch <= videos:
             raise DeScoreInputError(
@@ -257,8 +263,10 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
     loss, KL and clip fraction."""
     if not config.prompts:
         raise DeScoreInputError("prompts: expected at least one prompt")
-    if reward_fn is None and config.reward_model is None:
-        raise DeScoreInputError("reward_model: expected a DeScore checkpoint (or pass reward_fn to train)")
+    if reward_fn is None and config.reward_model is None and config.reward_server is None:
+        raise DeScoreInputError(
+            "reward_model: expected a DeScore checkpoint, or reward_server a server's URL (or pass reward_fn to train)"
+        )
     run, pipeline, optimizer = start_lora_training(config, model, "wan grpo")
     accelerator, transformer = run.accelerator, pipeline.transformer
     if reward_fn is None:
@@ -266,7 +274,12 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
 
         dtype = torch.bfloat16 if accelerator.device.type == "cuda" else None  # 8B: 16 GB beside the generator
         reward_fn = DeScoreReward(
-            config.reward_model, think=config.reward_think, device=accelerator.device, dtype=dtype
+            None if config.reward_server else config.reward_model,
+            think=config.reward_think,
+            device=accelerator.device,
+            dtype=dtype,
+            engine=config.reward_engine,
+            server=config.reward_server,
         )
     trained = config.train_steps if config.train_steps is not None else list(range(config.num_inference_steps - 1))
     stop = run.finished
