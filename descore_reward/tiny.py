@@ -68,6 +68,10 @@ QWEN3_VL_8B_TEXT = dict(
     head_dim=128,
     mrope_section=[24, 20, 20],
 )
+# The smallest text tower vLLM's CPU attention runs (head sizes 32 and up): for the vLLM engine's tests.
+VLLM_TINY_TEXT = dict(
+    hidden_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=32, mrope_section=[6, 5, 5]
+)
 QWEN3_VL_8B_VISION = dict(
     depth=27,
     hidden_size=1152,

@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--min-gap", type=float, default=0.0)
     parser.add_argument("--think", action="store_true", help="score think-then-score (slower)")
+    parser.add_argument(
+        "--engine", choices=("hf", "vllm"), default="hf", help="vllm: think mode at scale (docs/serving.md)"
+    )
     # Flow-GRPO's Wan-2.1-1.3B recipe: 240x416, 33 frames, 20 steps, guidance 4.5.
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=416)
@@ -38,7 +41,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     pipeline = WanPipeline.from_pretrained(args.pipeline, torch_dtype=dtype).to(device)
-    reward_fn = DeScoreReward(args.descore, think=args.think, device=device, dtype=dtype)
+    reward_fn = DeScoreReward(args.descore, think=args.think, device=device, dtype=dtype, engine=args.engine)
     pairs = rank_dpo_pairs(
         reward_fn,
         prompts,

@@ -157,6 +157,18 @@ class VLLMEngine:
         self.rubric = self.requests.rubric
         self.llm = LLM(model=str(folder), **{**ENGINE_DEFAULTS, **engine_arguments, **ENGINE_ARGUMENTS})
 
+    def close(self) -> None:
+        """Stop the engine's processes and remove a temporary export; the engine cannot score after this."""
+        self.llm.llm_engine.engine_core.shutdown()
+        if self._export_dir is not None:
+            self._export_dir.cleanup()
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def score(
         self,
         videos: Sequence[VideoSource | Video],

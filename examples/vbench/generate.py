@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--best-of", type=int, default=1, help="candidates per video, ranked by --descore")
     parser.add_argument("--descore", help="DeScore checkpoint that ranks the candidates (with --best-of > 1)")
     parser.add_argument("--think", action="store_true", help="rank think-then-score (slower) instead of fast")
+    parser.add_argument(
+        "--engine", choices=("hf", "vllm"), default="hf", help="vllm: think mode at scale (docs/serving.md)"
+    )
     defaults = GenerationSettings()
     for field in dataclasses.fields(GenerationSettings):
         if field.name not in ("best_of",):
@@ -58,7 +61,7 @@ def main() -> None:
     if args.best_of > 1:
         from descore_reward import DeScoreReward
 
-        reward_fn = DeScoreReward(args.descore, think=args.think, device=device, dtype=dtype)
+        reward_fn = DeScoreReward(args.descore, think=args.think, device=device, dtype=dtype, engine=args.engine)
     paths = generate_videos(pipeline, prompts, args.out, settings, reward_fn)
     print(f"{len(prompts)} prompts x {settings.samples} samples; this process: {len(paths)} videos in {args.out}")
 
