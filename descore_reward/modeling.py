@@ -471,14 +471,7 @@ class DeScoreModel(nn.Module):
         backbone runs; files are decoded batch by batch, so memory holds one batch of frames.
         `max_new_tokens` and `repetition_penalty` default to the rubric's (4,096 and 1.05 for `descore`).
         `progress`: a bar of videos scored, with the tokens written, when thinking (None: on a terminal)."""
-        videos = [videos] if isinstance(videos, (str, os.PathLike)) else videos  # one path is one video
-        prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(videos):
-            raise DeScoreInputError(
-                f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video"
-            )
-        if batch_size < 1:
-            raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
+        videos, prompts = score_inputs(videos, prompts, batch_size)
         videos = self.check_videos(videos)
         generation = dict(
             max_new_tokens=max_new_tokens or self.rubric.max_new_tokens,
@@ -590,6 +583,18 @@ class DeScoreModel(nn.Module):
             p_a, p_tie, p_b = rao_kupper_probabilities(torch.tensor(comparison.margin), self.config.tie_theta)
             comparison.p_a_better, comparison.p_tie, comparison.p_b_better = p_a.item(), p_tie.item(), p_b.item()
         return comparison
+
+
+def score_inputs(videos, prompts, batch_size: int) -> tuple[list, list[str]]:
+    """What every scorer's `score` takes, as two equal lists (one path is one video, one prompt every
+    video's); `DeScoreInputError` for unequal counts or a batch size below 1."""
+    videos = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
+    prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != len(videos):
+        raise DeScoreInputError(f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video")
+    if batch_size < 1:
+        raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
+    return videos, prompts
 
 
 def processor_arguments(sampling: VideoSampling) -> dict:

@@ -119,6 +119,19 @@ def load_video(source: VideoSource, sampling: VideoSampling = VideoSampling(), n
     return Video(frames, _metadata(shape, sampling.input_fps, indices), name)
 
 
+def metadata_fields(metadata: VideoMetadata) -> dict:
+    """The fields of a sampled video's metadata that its prompt depends on (the frames' timestamps), as a
+    plain dict: what vLLM takes beside the frames, and what the server's clients send."""
+    return {
+        "fps": metadata.fps,
+        "total_num_frames": metadata.total_num_frames,
+        "frames_indices": list(metadata.frames_indices),
+        "width": metadata.width,
+        "height": metadata.height,
+        "duration": metadata.duration,
+    }
+
+
 def _metadata(shape: tuple, fps: float, indices: list[int]) -> VideoMetadata:
     total, height, width = shape[0], shape[-2], shape[-1]
     return VideoMetadata(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -40,12 +41,13 @@ def test_a_malformed_video_is_named(real_videos):
 
 
 class Stub(BaseHTTPRequestHandler):
-    """Answers every request with the status and body the test sets; counts the requests."""
+    """Answers every request with the status and body the test sets, after `delay` seconds; counts them."""
 
-    status, body, requests = 200, {}, 0
+    status, body, requests, delay = 200, {}, 0, 0.0
 
     def _answer(self):
         type(self).requests += 1
+        time.sleep(self.delay)
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         payload = json.dumps(self.body).encode()
         self.send_response(self.status)
@@ -65,7 +67,7 @@ def stub(tmp_path, make_model):
     """An HTTP stub whose /v1/info is a real export's sidecar."""
     make_model().save_pretrained(tmp_path / "ckpt")
     sidecar = json.loads((export_for_vllm(tmp_path / "ckpt", tmp_path / "export") / "descore_export.json").read_text())
-    Stub.status, Stub.body, Stub.requests = 200, {"scoring": sidecar}, 0
+    Stub.status, Stub.body, Stub.requests, Stub.delay = 200, {"scoring": sidecar}, 0, 0.0
     server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -105,6 +107,24 @@ def test_unreachable_or_foreign_servers_are_named(stub):
         DeScoreClient("127.0.0.1:8000")
     with pytest.raises(DeScoreInputError, match="a model or a server, not both"):
         DeScoreReward("some/checkpoint", server=stub)
+
+
+def test_a_server_that_does_not_answer_in_time_is_named(stub, real_videos):
+    client = DeScoreClient(stub, timeout=0.2, retries=1, backoff=0.01)
+    Stub.delay = 1.0
+    with pytest.raises(ServerError, match=r"/v1/score: no answer within 0.2 s \(timeout\) \(after 2 tries\)"):
+        client.score(real_videos[:1], "a cat", think=False)
+
+
+def test_flow_grpo_reads_the_server_and_engine_from_the_environment(stub, monkeypatch):
+    from descore_reward.integrations.flow_grpo import settings_from_environment
+
+    monkeypatch.setenv("DESCORE_SERVER", stub)
+    monkeypatch.setenv("DESCORE_ENGINE", "vllm")
+    settings = settings_from_environment("cpu")
+    assert (settings["server"], settings["engine"]) == (stub, "vllm")
+    monkeypatch.delenv("DESCORE_ENGINE")
+    assert isinstance(DeScoreReward(**settings_from_environment("cpu")).model, DeScoreClient)
 
 
 def test_score_command_names_an_unreachable_server(real_videos, capsys):

@@ -4,6 +4,7 @@ own (`.ci/vllm_env.sh`; `.ci/run` runs this file there); elsewhere they are skip
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -194,3 +195,34 @@ def test_server_scores_as_a_local_call_and_fails_clearly(folders, hf_model, real
     with pytest.raises(ServerError, match=rf"{url}/v1/score: unreachable .*after 2 tries"):
         client.retries, client.backoff = 1, 0.1  # the client built while the server was up, used after it stopped
         client.score([real_videos[0]], ["a cat"], think=False)
+
+
+def test_score_and_eval_commands_on_the_engine(folders, hf_model, real_videos, tmp_path, capsys):
+    """`descore score --engine vllm` and `descore eval --engine vllm` give the HF path's rewards and metrics
+    (in float32: vLLM's own default for a float32 folder on the CPU is bfloat16)."""
+    from descore_reward.cli import main
+    from descore_reward.evaluation.runner import evaluate
+
+    command = ["score", *map(str, real_videos[:2]), "--prompt", "a cat", "--model", str(folders["export"]), "--json"]
+    assert main([*command, "--engine", "vllm", "--dtype", "float32", "--max-new-tokens", "24"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    expected = hf_model.score(real_videos[:2], "a cat", max_new_tokens=24)
+    assert [row["reward"] for row in rows] == pytest.approx([r.reward for r in expected], abs=TOLERANCE)
+    assert [row["cot"] for row in rows] == [r.cot for r in expected]
+    data = real_videos[0].parents[1] / "pairs.csv"  # VideoGen-RewardBench's format, on the shared real videos
+    ours = evaluate(
+        folders["export"],
+        "videogen-rewardbench",
+        data,
+        tmp_path / "vllm",
+        think=False,
+        label_column="TA",
+        engine="vllm",
+        dtype=torch.float32,
+    )
+    reference = evaluate(
+        folders["checkpoint"], "videogen-rewardbench", data, tmp_path / "hf", think=False, label_column="TA"
+    )
+    assert ours["export"]["videogen-rewardbench"]["accuracy_without_ties"] == pytest.approx(
+        reference["checkpoint"]["videogen-rewardbench"]["accuracy_without_ties"]
+    )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -31,8 +30,8 @@ import numpy as np
 import torch
 
 from ..errors import DeScoreInputError, ServerError
-from ..modeling import ScoreResult
-from ..video import Video, VideoInputError, VideoSource, check_frame_size, load_video
+from ..modeling import ScoreResult, score_inputs
+from ..video import Video, VideoInputError, VideoSource, check_frame_size, load_video, metadata_fields
 from .export import ExportedScoring
 
 TRANSPORTS = ("raw", "jpeg")
@@ -53,21 +52,13 @@ def encode_video(video: Video, prompt: str, transport: str = "raw") -> dict:
             buffer = io.BytesIO()
             Image.fromarray(frame).save(buffer, format="JPEG", quality=JPEG_QUALITY)
             data.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
-    metadata = video.metadata
     return {
         "name": video.name,
         "prompt": prompt,
         "encoding": transport,
         "shape": list(frames.shape),
         "frames": data,
-        "metadata": {
-            "fps": metadata.fps,
-            "total_num_frames": metadata.total_num_frames,
-            "frames_indices": list(metadata.frames_indices),
-            "width": metadata.width,
-            "height": metadata.height,
-            "duration": metadata.duration,
-        },
+        "metadata": metadata_fields(video.metadata),
     }
 
 
@@ -151,14 +142,7 @@ class DeScoreClient:
         """Score videos on the server; every video is loaded and checked here before the first request."""
         from tqdm.auto import tqdm
 
-        videos = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(videos):
-            raise DeScoreInputError(
-                f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video"
-            )
-        if batch_size < 1:
-            raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
+        videos, prompts = score_inputs(videos, prompts, batch_size)
         loaded = [
             video if isinstance(video, Video) else load_video(video, self.config.sampling, name=f"videos[{i}]")
             for i, video in enumerate(videos)

@@ -24,9 +24,9 @@ from pathlib import Path
 from transformers import AutoProcessor
 
 from ..errors import DeScoreInputError
-from ..modeling import CONFIG_NAME, ScoreResult, chat_prefix, fill_temporal_patch, processor_arguments
+from ..modeling import CONFIG_NAME, ScoreResult, chat_prefix, fill_temporal_patch, processor_arguments, score_inputs
 from ..rubrics import get_rubric
-from ..video import Video, VideoSource, check_video_file, load_video
+from ..video import Video, VideoSource, check_video_file, load_video, metadata_fields
 from .export import EXPORT_NAME, export_for_vllm, read_export
 
 # Engine arguments that exact scoring needs: the reward is a raw logit; vLLM 0.32's on-device video
@@ -57,18 +57,9 @@ class ScoringRequests:
         if self.config.reward_token in prompt:
             raise DeScoreInputError(f"prompt of {video.name}: contains the reserved token {self.config.reward_token!r}")
         video = fill_temporal_patch(video, self.processor)
-        metadata = video.metadata
-        frames_metadata = {
-            "fps": metadata.fps,
-            "total_num_frames": metadata.total_num_frames,
-            "frames_indices": list(metadata.frames_indices),
-            "width": metadata.width,
-            "height": metadata.height,
-            "duration": metadata.duration,
-        }
         return {
             "prompt_token_ids": self.processor.tokenizer(chat_prefix(self.processor, self.rubric, prompt)).input_ids,
-            "multi_modal_data": {"video": (video.frames.permute(0, 2, 3, 1).numpy(), frames_metadata)},
+            "multi_modal_data": {"video": (video.frames.permute(0, 2, 3, 1).numpy(), metadata_fields(video.metadata))},
             "mm_processor_kwargs": processor_arguments(self.config.sampling),
         }
 
@@ -189,14 +180,7 @@ class VLLMEngine:
         from the HF path's generator. `progress`: a bar of videos scored (None: on a terminal)."""
         from tqdm.auto import tqdm
 
-        videos = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        prompts = [prompts] * len(videos) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(videos):
-            raise DeScoreInputError(
-                f"got {len(videos)} videos and {len(prompts)} prompts; expected one prompt per video"
-            )
-        if batch_size < 1:
-            raise DeScoreInputError(f"batch_size must be at least 1, got {batch_size}")
+        videos, prompts = score_inputs(videos, prompts, batch_size)
         for index, video in enumerate(videos):  # every file checked before any engine work
             if isinstance(video, (str, os.PathLike)):
                 check_video_file(video)
