@@ -159,6 +159,9 @@ class DeScoreModel(nn.Module):
         # Whether the vision tower's weights differ from the backbone's: then a checkpoint without the
         # backbone carries them (`VISION_WEIGHTS_NAME`).
         self.vision_tower_trained = False
+        # Whether FSDP shards the backbone over processes (`training/sharding.py`): generation then runs
+        # every process's forwards until all have finished (`synced_gpus`), as FSDP's collectives need.
+        self.sharded = False
         self._hook = embeddings.register_forward_hook(self._put_reward_embedding)
         video_processor = processor.video_processor
         factor = video_processor.patch_size * video_processor.merge_size
@@ -249,10 +252,13 @@ class DeScoreModel(nn.Module):
         visual.load_state_dict(state)
         self.vision_tower_trained = True
 
-    def save_pretrained(self, path: str | os.PathLike, include_backbone: bool = False) -> None:
+    def save_pretrained(
+        self, path: str | os.PathLike, include_backbone: bool = False, backbone_state: dict | None = None
+    ) -> None:
         """Write the checkpoint atomically: config JSON, head + `<reward>` safetensors, the PEFT
         adapter if any, the vision tower when it trained (and the backbone is not written whole), and
-        with `include_backbone` (full fine-tunes) the backbone and processor."""
+        with `include_backbone` (full fine-tunes) the backbone and processor. `backbone_state`: the
+        backbone's state dict to write instead of its modules' (gathered whole when FSDP shards them)."""
         if include_backbone and isinstance(self.backbone, PeftModel):
             raise DeScoreInputError(
                 "include_backbone=True with a LoRA adapter: merge it first, or save only the adapter"
@@ -262,14 +268,25 @@ class DeScoreModel(nn.Module):
         with atomic_directory(path, marker=CONFIG_NAME) as staging:
             save_file(self.scoring_state(), staging / SCORING_WEIGHTS_NAME)
             if isinstance(self.backbone, PeftModel):  # the trained adapter only (stage 2 also holds a reference)
-                self.backbone.save_pretrained(staging / ADAPTER_DIR, selected_adapters=["default"])
+                self.backbone.save_pretrained(
+                    staging / ADAPTER_DIR, selected_adapters=["default"], state_dict=backbone_state
+                )
             if self.vision_tower_trained and not include_backbone:
-                visual = self.language_backbone.visual.state_dict()
-                save_file({n: v.detach().cpu().contiguous() for n, v in visual.items()}, staging / VISION_WEIGHTS_NAME)
+                save_file(self._vision_tower_state(backbone_state), staging / VISION_WEIGHTS_NAME)
             if include_backbone:
-                self.backbone.save_pretrained(staging / BACKBONE_DIR)
+                self.backbone.save_pretrained(staging / BACKBONE_DIR, state_dict=backbone_state)
                 self.processor.save_pretrained(staging / BACKBONE_DIR)
             (staging / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2))
+
+    def _vision_tower_state(self, backbone_state: dict | None) -> dict[str, torch.Tensor]:
+        """The vision tower's weights by their names in it, from its module or from `backbone_state`."""
+        visual = self.language_backbone.visual
+        if backbone_state is None:
+            state = visual.state_dict()
+        else:
+            prefix = next(name for name, module in self.backbone.named_modules() if module is visual) + "."
+            state = {n[len(prefix) :]: v for n, v in backbone_state.items() if n.startswith(prefix)}
+        return {name: value.detach().cpu().contiguous() for name, value in state.items()}
 
     def add_lora(
         self,
@@ -521,6 +538,7 @@ class DeScoreModel(nn.Module):
             pad_token_id=self.processor.tokenizer.pad_token_id,
             suppress_tokens=self.unwritable_token_ids(),
             return_dict_in_generate=True,
+            synced_gpus=self.sharded,
         )
         generated = output.sequences[:, inputs["input_ids"].shape[1] :]
         ended = torch.isin(generated, torch.tensor(eos_ids, device=generated.device))

@@ -1,6 +1,7 @@
-"""Run the four trainers that split work across processes (cold start, stage-2 RL, Flow-DPO, Longcat
-GRPO) on tiny models and save each one's trainable parameters per process. `tests/test_multiprocess.py` runs it under
-`torchrun --nproc_per_node 2` with `ACCELERATE_USE_CPU=1` (accelerate's multi-CPU mode, gloo) and calls
+"""Run the four trainers that split work across processes (cold start, stage-2 RL, Flow-DPO, Wan
+GRPO; the DeScore stages also as full fine-tunes) on tiny models and save each one's trainable
+parameters, whole, per process. `tests/test_multiprocess.py` runs it under `torchrun --nproc_per_node 2`
+with `ACCELERATE_USE_CPU=1` (accelerate's multi-CPU mode, gloo; FSDP2 by its launcher variables) and calls
 `train_all` in its own process for the one-process baseline.
 
     python tests/multiprocess_trainers.py SPEC.json
@@ -12,13 +13,16 @@ import sys
 
 import torch
 
+from descore_reward.training.sharding import full_tensor
+
 
 def brightness(videos, prompts, metadata=None):
     return videos.float().mean(dim=(1, 2, 3, 4)).numpy(), {}
 
 
 def trainable(module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    """The trainable parameters, whole (sharded ones gathered: every process calls this)."""
+    return {n: full_tensor(p).detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
 def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
@@ -32,27 +36,32 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
 
     results = {}
     recorded = []
+    FULL = [("cold_start_full", cold_start, cold_start.ColdStartConfig), ("rl_full", rl, rl.RLConfig)]
 
     def recording_average(accelerator, parameters, *args):
         """The trainers' gradient averaging, keeping the first step's (cold start's) averaged gradients,
         the weights they are applied to and the parameters, so that the step's update can be read."""
         average(accelerator, parameters, *args)
-        if not recorded:
+        if not recorded:  # gradients and weights whole: sharded ones gathered (every process is here)
             with_grad = [(str(i), p) for i, p in enumerate(parameters) if p.grad is not None]
-            recorded.append([(i, p.grad.detach().clone(), p.detach().clone(), p) for i, p in with_grad])
+            recorded.append(
+                [(i, full_tensor(p.grad).clone(), full_tensor(p).detach().clone(), p) for i, p in with_grad]
+            )
 
     average = distributed.average_gradients
     distributed.average_gradients = recording_average
     for name, module, config in (
         ("cold_start", cold_start, cold_start.ColdStartConfig(**spec["cold_start"])),
         ("rl", rl, rl.RLConfig(**spec["rl"])),
+        *[(name, module, kind(**spec[name])) for name, module, kind in FULL if name in spec],
     ):
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
-        module.train(config, model)  # trains `model` in place
+        state = module.train(config, model)  # trains `model` in place
         results[name] = trainable(model)
+        results[f"{name}_history"] = state["history"]
     distributed.average_gradients = average
     results["cold_start_gradients"] = {i: grad for i, grad, _, _ in recorded[0]}
-    results["cold_start_update"] = {i: p.detach() - before for i, _, before, p in recorded[0]}  # one step
+    results["cold_start_update"] = {i: full_tensor(p).detach() - before for i, _, before, p in recorded[0]}
     for name, config, train in (
         ("flow_dpo", flow_dpo.FlowDPOConfig(**spec["flow_dpo"]), lambda c, p: flow_dpo.train(c, model=p)),
         ("grpo", grpo.WanGRPOConfig(**spec["grpo"]), lambda c, p: grpo.train(c, p, brightness)),
@@ -61,6 +70,13 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
         pipeline.set_progress_bar_config(disable=True)
         train(config, pipeline)
         results[name] = trainable(pipeline.transformer)
+    for name in ("rl", "rl_full"):  # stopped after a step (as a kill would) and resumed from its checkpoint
+        if spec.get("resume"):
+            config = rl.RLConfig(**{**spec[name], "output_dir": spec[name]["output_dir"] + "_resumed"})
+            rl.train(config, DeScoreModel.from_pretrained(config.model, is_trainable=True), stop_after=1)
+            model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
+            rl.train(config, model)
+            results[f"{name}_resumed"] = trainable(model)
     return results
 
 

@@ -1,5 +1,6 @@
-"""Several processes: the four trainers (cold start, stage-2 RL, Flow-DPO, Longcat GRPO) run under
-`torchrun` on two CPU processes, and must end with the same weights on both (gradients averaged).
+"""Several processes: the four trainers (cold start, stage-2 RL, Flow-DPO, Wan GRPO) run under
+`torchrun` on two CPU processes, data parallel and FSDP2 (the shipped accelerate configs), and must end
+with the same weights on both (gradients averaged).
 
 Cold start's two processes split one global batch, so their gradient and update must equal a
 one-process run's on the same batch (CoT masking and LoRA dropout off, the two draws that depend on
@@ -15,15 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from descore_reward.modeling import DeScoreConfig, DeScoreModel
 from descore_reward.synthetic import make_dataset
 from descore_reward.wan.flow_dpo import rank_dpo_pairs
 from descore_reward.wan.generation import WanSampling
 
-from .conftest import load_wan
+from .conftest import TINY_SAMPLING, load_wan
 from .multiprocess_trainers import train_all
 
 SIZE = dict(height=32, width=32, num_frames=9)
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 
 
 def spec(stage1, data, wan, pairs, out: Path) -> dict:
@@ -43,6 +47,31 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             eval_every=100,
             report_to=None,
             save_every=100,
+        ),
+        "cold_start_full": dict(
+            model=str(stage1),
+            train_data=str(data),
+            output_dir=str(out / "cold_start_full"),
+            batch_size=4,
+            micro_batch_size=1,
+            max_steps=1,
+            p_mask=0.0,
+            lora=False,
+            learning_rate=1e-3,
+            eval_every=100,
+            report_to=None,
+            save_every=100,
+        ),
+        "rl_full": dict(
+            model=str(stage1),
+            train_data=str(data),
+            output_dir=str(out / "rl_full"),
+            group_size=2,
+            pairs_per_step=1,
+            max_new_tokens=6,
+            lora=False,
+            learning_rate=1e-4,
+            **common,
         ),
         "rl": dict(
             model=str(stage1),
@@ -105,39 +134,70 @@ def check_the_same_step(one: dict, two: dict, learning_rate: float) -> None:
     assert determined > 100, "enough of the update is determined to compare"
 
 
-@pytest.mark.slow
-def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_path):
-    tiny_model.save_pretrained(tmp_path / "stage1", include_backbone=True)
-    data = make_dataset(tmp_path / "data", 8, seed=0)
+def launcher_environment(config_file: Path) -> dict[str, str]:
+    """What `accelerate launch --config_file` tells the trainers about sharding, as environment variables
+    (on the CPU accelerate runs an FSDP config as multi-CPU, and the trainers read these)."""
+    config = yaml.safe_load(config_file.read_text())
+    if config["distributed_type"] != "FSDP":
+        return {}
+    return {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": str(config["fsdp_config"]["fsdp_version"])}
+
+
+def two_processes(spec_file: Path, extra_env: dict) -> list[dict]:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **extra_env}
+    script = Path(__file__).with_name("multiprocess_trainers.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    completed = subprocess.run([*command, str(script), str(spec_file)], env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-6000:]
+    results = json.loads(spec_file.read_text())["results"]
+    return [torch.load(Path(results) / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def assert_same_training(one: dict, other: dict, learning_rate: float, steps: int, what: str) -> None:
+    """Two runs' weights agree where reduction order cannot move them: AdamW moves a weight whose gradient
+    is near 0 by up to +-learning_rate per step whatever the machine, so every element is held to that
+    bound and nearly all of them to 1e-6."""
+    close, total = 0, 0
+    for name, weight in one.items():
+        difference = (other[name] - weight).abs()
+        assert float(difference.max()) <= 2.5 * learning_rate * steps, f"{what} {name}"
+        close += int((difference <= 1e-6 + 1e-4 * weight.abs()).sum())
+        total += weight.numel()
+    assert close >= 0.95 * total, f"{what}: only {close} of {total} weights agree"
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_backbone_dir, tiny_wan_dir, tmp_path_factory) -> dict:
+    """The trainers on one process, and on two under data parallel and under FSDP2 (the shipped configs)."""
+    root = tmp_path_factory.mktemp("multiprocess")
+    model = DeScoreModel.from_backbone(tiny_backbone_dir, DeScoreConfig(sampling=TINY_SAMPLING), seed=0)
+    model.save_pretrained(root / "stage1", include_backbone=True)
+    data = make_dataset(root / "data", 8, seed=0)
     pairs = rank_dpo_pairs(
         file_brightness,
         ["a red square", "a blue circle", "a green square"],
-        tmp_path / "pairs",
+        root / "pairs",
         pipeline=load_wan(tiny_wan_dir),
         samples_per_prompt=2,
         sampling=WanSampling(num_inference_steps=2, guidance_scale=1.0, **SIZE),
     )
     assert len(pairs.read_text().splitlines()) == 3
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    one = train_all(spec(tmp_path / "stage1", data, tiny_wan_dir, pairs, tmp_path / "one"))
-    spec_file = tmp_path / "two.json"
-    spec_file.write_text(json.dumps(spec(tmp_path / "stage1", data, tiny_wan_dir, pairs, tmp_path / "two")))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    script = Path(__file__).with_name("multiprocess_trainers.py")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(spec_file),
-    ]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr[-6000:]
-    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    runs = {}
+    for name in ("one", "data_parallel", "fsdp2"):
+        (root / name).mkdir()
+        runs[f"{name}_spec"] = spec(root / "stage1", data, tiny_wan_dir, pairs, root / name)
+    runs["fsdp2_spec"]["resume"] = True
+    runs["one"] = train_all(runs["one_spec"])
+    for name, config in (("data_parallel", "accelerate_ddp.yaml"), ("fsdp2", "accelerate_fsdp2.yaml")):
+        spec_file = root / f"{name}.json"
+        spec_file.write_text(json.dumps(runs[f"{name}_spec"]))
+        runs[name] = two_processes(spec_file, launcher_environment(CONFIGS / config))
+    return runs
+
+
+@pytest.mark.slow
+def test_two_processes_average_their_gradients(runs):
+    one, ranks = runs["one"], runs["data_parallel"]
     for trainer in ("cold_start", "rl", "flow_dpo", "grpo"):
         assert ranks[0][trainer].keys() == ranks[1][trainer].keys() == one[trainer].keys()
         for name, weight in ranks[0][trainer].items():
@@ -148,3 +208,27 @@ def test_two_processes_average_their_gradients(tiny_model, tiny_wan_dir, tmp_pat
             continue
         moved = [not torch.allclose(ranks[0][trainer][n], one[trainer][n], atol=1e-7) for n in one[trainer]]
         assert any(moved), f"{trainer}: two processes trained exactly as one; the second's data did not count"
+
+
+@pytest.mark.slow
+def test_fsdp2_trains_as_one_process_and_as_data_parallel(runs):
+    """Under FSDP2 (the shipped accelerate_fsdp2.yaml) cold start's step equals a one-process run's on the
+    same global batch, LoRA and full fine-tune; stage 2 (LoRA and full, a sharded frozen reference) and
+    both Wan trainers, which draw per process, end where data parallel does with the same draws."""
+    one, parallel, sharded = runs["one"], runs["data_parallel"], runs["fsdp2"]
+    for trainer in ("cold_start", "cold_start_full", "rl", "rl_full", "flow_dpo", "grpo"):
+        assert sharded[0][trainer].keys() == sharded[1][trainer].keys() == one[trainer].keys(), trainer
+        for name, weight in sharded[0][trainer].items():
+            torch.testing.assert_close(sharded[1][trainer][name], weight, msg=f"{trainer} {name}: ranks disagree")
+    check_the_same_step(one, sharded[0], learning_rate=1e-3)
+    assert_same_training(one["cold_start_full"], sharded[0]["cold_start_full"], 1e-3, 1, "full cold start")
+    for trainer, learning_rate in (("rl", 1e-2), ("rl_full", 1e-4), ("flow_dpo", 1e-2), ("grpo", 1e-2)):
+        assert_same_training(parallel[0][trainer], sharded[0][trainer], learning_rate, 2, trainer)
+    assert sharded[0]["rl_full_history"][0]["kl"] == 0.0, "the frozen reference is the policy before its update"
+    for trainer in ("rl", "rl_full"):  # killed after step 1 and resumed: where the uninterrupted run ends
+        for name, weight in sharded[0][trainer].items():
+            assert torch.equal(sharded[0][f"{trainer}_resumed"][name], weight), f"{trainer} resumed: {name}"
+    final = runs["fsdp2_spec"]["rl_full"]["output_dir"] + "/final"  # an ordinary checkpoint, on one process
+    loaded = DeScoreModel.from_pretrained(final)
+    for name, weight in sharded[0]["rl_full"].items():
+        torch.testing.assert_close(dict(loaded.named_parameters())[name], weight, rtol=0, atol=0, msg=name)

@@ -2,10 +2,13 @@
 atomically, resumed exactly.
 
 `OUTPUT/checkpoint-{step}/` holds `trainable.safetensors` (only the parameters that train: LoRA,
-head, `<reward>` embedding, or everything in a full fine-tune), `optimizer.pt`, `scheduler.pt` (when
-the trainer has a schedule), the RNG states, and `trainer_state.json` (the state so far, `run.py`). A
-checkpoint exists only once complete (written in a staging folder, then renamed), so the newest one is
-always safe to resume.
+head, `<reward>` embedding, or everything in a full fine-tune), `optimizer.pt` (keyed by parameter
+name), `scheduler.pt` (when the trainer has a schedule), the RNG states, and `trainer_state.json` (the
+state so far, `run.py`). Sharded parameters and optimizer state are gathered whole, so the files are the
+same whatever the sharding and a run resumes on any number of processes. Every process calls
+`save_checkpoint` and `load_checkpoint` (gathering is collective); the main process writes. A checkpoint
+exists only once complete (written in a staging folder, then renamed), so the newest one is always safe
+to resume.
 """
 
 from __future__ import annotations
@@ -22,20 +25,33 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_directory
 from ..errors import DeScoreInputError
+from .sharding import copy_full_into, full_tensor
 
 STATE_NAME = "trainer_state.json"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters by name, whole (sharded ones gathered: every process must call this)."""
+    return {n: full_tensor(p).detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(output_dir: Path, model, optimizer, state: dict, scheduler=None, keep: int = 2) -> Path:
-    """Write `checkpoint-{state['step']}` atomically and keep only the newest `keep` checkpoints."""
+def save_checkpoint(
+    output_dir: Path, model, optimizer, state: dict, scheduler=None, keep: int = 2, accelerator=None
+) -> Path:
+    """Write `checkpoint-{state['step']}` atomically and keep only the newest `keep` checkpoints. With
+    several processes every one calls this; the main process writes."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
     path = Path(output_dir) / f"checkpoint-{state['step']}"
+    weights = trainable_state(model)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
+    if accelerator is not None and not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return path
     with atomic_directory(path, marker=STATE_NAME) as staging:
-        save_file(trainable_state(model), staging / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        save_file(weights, staging / "trainable.safetensors")
+        torch.save(optimizer_state, staging / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -45,6 +61,8 @@ def save_checkpoint(output_dir: Path, model, optimizer, state: dict, scheduler=N
         (staging / STATE_NAME).write_text(json.dumps(state, indent=2))
     for old in checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return path
 
 
@@ -55,7 +73,10 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
-    """Restore weights, optimizer, scheduler and RNG states from `path`; returns its trainer state."""
+    """Restore weights, optimizer, scheduler and RNG states from `path` (into this process's shards of
+    sharded ones); returns its trainer state."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     weights = load_file(path / "trainable.safetensors")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in weights]
@@ -66,8 +87,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
         raise DeScoreInputError(
             f"{path}: checkpoint holds parameters the model does not train {unknown[:5]}; was the config changed?"
         )
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    parameters = dict(model.named_parameters())
+    for name in trainable:
+        copy_full_into(parameters[name], weights[name])
+    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
+    set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)

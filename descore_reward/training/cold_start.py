@@ -251,6 +251,7 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
     batches_per_epoch = math.ceil(shard_size(len(train_pairs), accelerator.num_processes) / config.micro_batch_size)
     run.total_steps = config.max_steps or config.epochs * math.ceil(batches_per_epoch / accumulation)
     model = (build_model(config) if model is None else prepare_model(model, config)).to(accelerator.device)
+    run.shard(model)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
@@ -308,4 +309,4 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
             window_loss, micro_batch = 0.0, 0
             if stop or state["batches_done"] == 0:  # the run's end, or the epoch's: a new loader
                 break
-    return run.finish(lambda path: model.save_pretrained(path, include_backbone=not config.lora))
+    return run.finish(lambda path, state: model.save_pretrained(path, not config.lora, backbone_state=state))

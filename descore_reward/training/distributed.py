@@ -1,8 +1,8 @@
-"""How every trainer runs on several processes (`accelerate launch`): plain data parallelism. Each
-process holds the whole model, unwrapped (adapters can be switched off for reference passes and a
-step may run several forwards before its backward), draws its own share of each epoch with its own
-seeds, and the gradients are averaged across processes before each optimizer step. FSDP and DeepSpeed
-are refused.
+"""How every trainer runs on several processes (`accelerate launch`). Each process draws its own share
+of each epoch with its own seeds; the model is held whole on every process (data parallel) or sharded
+over them (FSDP2, `sharding.py`), never wrapped, so adapters can be switched off for reference passes
+and a step may run several forwards before its backward. Gradients of whole parameters are averaged
+across processes before each optimizer step (FSDP averages its shards' itself).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..atomic import claim_folder, release_folder
-from ..errors import DeScoreInputError
+from .sharding import clip_gradients, is_sharded
 
 
 def step_seed(seed: int, step: int, process_index: int, stream: int = 0) -> int:
@@ -42,21 +42,16 @@ def epoch_batch(count: int, step: int, batch_size: int, seed: int, process_index
     return epoch_shard(count, epoch, seed, process_index, processes)[index * per_step : (index + 1) * per_step]
 
 
-def data_parallel_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
+def trainer_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
     """The `Accelerator` of a trainer (devices, mixed precision, trackers), after checking that accelerate
-    is not configured for an engine the trainers do not drive; the main process claims `output_dir`
-    (`atomic.claim_folder`) until `finish_trackers`."""
+    is configured for a way the trainers run (`sharding.sharding_of`); the main process claims
+    `output_dir` (`atomic.claim_folder`) until `finish_trackers`."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
+
+    from .sharding import sharding_of
 
     accelerator = Accelerator(mixed_precision=mixed_precision, log_with=report_to, project_dir=str(output_dir))
-    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
-    if accelerator.distributed_type in sharded:
-        raise DeScoreInputError(
-            f"accelerate is configured for {accelerator.distributed_type.value}; the trainers run plain data "
-            "parallelism (every process holds the whole model): launch with `accelerate launch --multi_gpu` "
-            "or `--config_file examples/configs/accelerate_ddp.yaml` (docs/scaling-out.md)"
-        )
+    sharding_of(accelerator)
     if accelerator.is_main_process:  # one run per output folder; a file there or no write access named now
         claim_folder(output_dir)
     return accelerator
@@ -69,7 +64,9 @@ def average_gradients(accelerator, parameters, bucket_elements: int = 2**26) -> 
     run the same graph."""
     if accelerator is None or accelerator.num_processes == 1:
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [p.grad for p in parameters if p.grad is not None and not is_sharded(p.grad)]  # FSDP reduced those
+    if not grads:
+        return
     buckets, size = [[]], 0
     for grad in grads:
         if buckets[-1] and size + grad.numel() > bucket_elements:
@@ -84,11 +81,11 @@ def average_gradients(accelerator, parameters, bucket_elements: int = 2**26) -> 
 
 
 def optimizer_step(accelerator, optimizer, max_grad_norm: float) -> None:
-    """One data-parallel step: gradients averaged over processes, clipped to a total norm of
-    `max_grad_norm`, applied, then cleared."""
+    """One optimizer step: gradients averaged over processes, clipped to a total norm of `max_grad_norm`,
+    applied, then cleared."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     average_gradients(accelerator, parameters)
-    torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    clip_gradients(parameters, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 

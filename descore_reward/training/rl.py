@@ -401,7 +401,8 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     if not config.lora:  # a full fine-tune moves every weight: the reference is a frozen copy of stage 1,
         # in the policy's master dtype, so that under the same autocast it computes what the policy does
         reference = DeScoreModel.from_pretrained(config.model, dtype=torch.float32)
-        reference = reference.requires_grad_(False).eval().to(accelerator.device)
+        reference = run.shard(reference.requires_grad_(False).eval().to(accelerator.device), trained=False)
+    run.shard(model)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
@@ -426,4 +427,4 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         model.train()
         metrics = policy_update(model, optimizer, rollouts, config, accelerator, reference)
         stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
-    return run.finish(lambda path: model.save_pretrained(path, include_backbone=not config.lora))
+    return run.finish(lambda path, state: model.save_pretrained(path, not config.lora, backbone_state=state))

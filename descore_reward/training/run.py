@@ -30,7 +30,8 @@ from ..atomic import atomic_write_text
 from ..plots import plot_curves
 from .checkpoint import STATE_NAME, resume, save_checkpoint
 from .config import TrainerConfig
-from .distributed import data_parallel_accelerator, finish_trackers, step_seed
+from .distributed import finish_trackers, step_seed, trainer_accelerator
+from .sharding import DATA_PARALLEL, shard, sharding_of, whole_state_dict
 
 RESULT_DIR = "final"
 CURVES_NAME = "training_curves.png"
@@ -47,10 +48,19 @@ class TrainingRun:
 
         self.config, self.name, self.total_steps = config, name, total_steps
         self.output_dir = Path(config.output_dir)
-        self.accelerator = data_parallel_accelerator(self.output_dir, config.mixed_precision, config.report_to)
+        self.accelerator = trainer_accelerator(self.output_dir, config.mixed_precision, config.report_to)
+        self.sharding = sharding_of(self.accelerator)
+        self.trained = None  # the sharded module whose result `finish` gathers
         self.state = {"step": 0, "history": [], "evaluations": []}
         self.progress = None
         set_seed(config.seed)
+
+    def shard(self, module, trained: bool = True):
+        """`module` sharded over the processes when the run is sharded (`sharding.py`), before its optimizer
+        is built; `trained`: its result is written at the end (not a frozen reference). Returns `module`."""
+        if shard(module, self.sharding) and trained:
+            self.trained = module
+        return module
 
     @property
     def step(self) -> int:
@@ -109,27 +119,36 @@ class TrainingRun:
             self.evaluate(evaluate)
         self.progress.update(1)
         stop = self.finished or self.step == stop_after
-        if self.accelerator.is_main_process and (self.step % self.config.save_every == 0 or stop):
+        if self.step % self.config.save_every == 0 or stop:  # every process: sharded state is gathered
             model, optimizer, scheduler = self._checkpointed
-            save_checkpoint(self.output_dir, model, optimizer, self.state, scheduler, self.config.keep_checkpoints)
+            keep = self.config.keep_checkpoints
+            save_checkpoint(self.output_dir, model, optimizer, self.state, scheduler, keep, self.accelerator)
         return stop
 
     def evaluate(self, evaluate: Callable[[], dict]) -> None:
-        """`evaluate()`'s metrics at the current step, on the main process: kept and logged as `eval/<name>`."""
-        if not self.accelerator.is_main_process:
+        """`evaluate()`'s metrics at the current step, on the main process (on every process when the model
+        is sharded: its forwards are collective): kept and logged as `eval/<name>`."""
+        if self.sharding == DATA_PARALLEL and not self.accelerator.is_main_process:
             return
         row = {"step": self.step, **evaluate()}
+        if not self.accelerator.is_main_process:
+            return
         self.state["evaluations"].append(row)
         self.accelerator.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step=self.step)
 
-    def finish(self, save_result: Callable[[Path], None]) -> dict:
+    def finish(self, save_result: Callable[[Path, dict | None], None]) -> dict:
         """End the run. When it is finished, the main process writes the result to `OUTPUT/final` with
-        `save_result(path)` (atomically), `trainer_state.json` and the curves; trackers close either way.
-        Returns the state."""
+        `save_result(path, state)` (atomically; `state` is the sharded model's gathered state dict, None
+        when it is not sharded), `trainer_state.json` and the curves; trackers close either way. Returns
+        the state."""
         if self.progress is not None:
             self.progress.close()
+        if self.finished:
+            state = whole_state_dict(self.trained) if self.trained is not None else None  # every process
+            if self.accelerator.is_main_process:
+                save_result(self.output_dir / RESULT_DIR, state)
+            self.accelerator.wait_for_everyone()
         if self.finished and self.accelerator.is_main_process:
-            save_result(self.output_dir / RESULT_DIR)
             atomic_write_text(self.output_dir / STATE_NAME, json.dumps(self.state, indent=2))
             plot_curves(self.curves(), self.output_dir / CURVES_NAME, self.name)
         finish_trackers(self.accelerator)

@@ -165,4 +165,4 @@ def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> d
         loss.backward()
         optimizer_step(accelerator, optimizer, config.max_grad_norm)
         stop = run.end_step({"loss": loss.item()}, stop_after=stop_after)
-    return run.finish(lambda path: save_lora(pipeline, path))
+    return run.finish(lambda path, state: save_lora(pipeline, path, state))

@@ -313,4 +313,4 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
             optimizer_step(accelerator, optimizer, config.max_grad_norm)
         metrics = {"reward": float(np.nanmean(rewards)), **dict(zip(("loss", "kl", "clip_fraction"), totals.tolist()))}
         stop = run.end_step(metrics, stop_after=stop_after)
-    return run.finish(lambda path: save_lora(pipeline, path))
+    return run.finish(lambda path, state: save_lora(pipeline, path, state))

@@ -71,19 +71,20 @@ def start_lora_training(config, model, name: str):
     pipeline = (model or load_pipeline_for_training(config.pipeline, config.mixed_precision)).to(run.accelerator.device)
     torch.manual_seed(config.seed)  # the adapter's initial weights: the same whether the pipeline was passed or loaded
     add_transformer_lora(pipeline.transformer, config.lora_rank, config.lora_alpha)
+    run.shard(pipeline.transformer)
     parameters = [p for p in pipeline.transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     run.resume(pipeline.transformer, optimizer)
     return run, pipeline, optimizer
 
 
-def save_lora(pipeline, path) -> Path:
+def save_lora(pipeline, path, transformer_state: dict | None = None) -> Path:
     """Atomically write the transformer's LoRA to the folder `path`, where `WanPipeline.load_lora_weights`
-    reads it (the trained result; checkpoints hold the optimizer too)."""
+    reads it (the trained result; checkpoints hold the optimizer too). `transformer_state`: the
+    transformer's state dict gathered whole when it is sharded (`training/sharding.py`)."""
     from peft.utils import get_peft_model_state_dict
 
+    lora = get_peft_model_state_dict(pipeline.transformer, state_dict=transformer_state)
     with atomic_directory(path, marker=LORA_WEIGHTS) as staging:
-        type(pipeline).save_lora_weights(
-            staging, transformer_lora_layers=get_peft_model_state_dict(pipeline.transformer)
-        )
+        type(pipeline).save_lora_weights(staging, transformer_lora_layers=lora)
     return Path(path)
