@@ -32,11 +32,13 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeatur
 from .atomic import atomic_directory
 from .errors import CheckpointError, DeScoreInputError, first_line
 from .generation import PrivateSampler, TokenProgress
+from .hub import checkpoint_folder, model_card
 from .losses import rao_kupper_probabilities
 from .rubrics import get_rubric
 from .video import Video, VideoSampling, VideoSource, check_video_file, load_video
 
 CONFIG_NAME = "descore_config.json"
+CARD_NAME = "README.md"
 SCORING_WEIGHTS_NAME = "descore_head.safetensors"
 ADAPTER_DIR = "adapter"
 BACKBONE_DIR = "backbone"
@@ -59,6 +61,8 @@ class DeScoreConfig:
     rubric: the instruction, answer format and rule rewards (`rubrics.py`): "descore" or "likert5".
     instruction_template: the instruction text with `{prompt}`; None takes the rubric's built-in
         wording, and a saved checkpoint always records the text, so it keeps scoring with its own.
+    training: the stages that trained it, oldest first (`{"stage", "data", "pairs", "steps",
+        "evaluation"}`), for its model card.
     """
 
     backbone: str = "Qwen/Qwen3-VL-8B-Instruct"
@@ -68,6 +72,7 @@ class DeScoreConfig:
     sampling: VideoSampling = field(default_factory=VideoSampling)
     rubric: str = "descore"
     instruction_template: str | None = None
+    training: list = field(default_factory=list)
 
     def __post_init__(self):
         get_rubric(self.rubric, self.instruction_template)  # an unknown name or a template without {prompt}
@@ -199,12 +204,15 @@ class DeScoreModel(nn.Module):
         trust_remote_code: bool = False,
         is_trainable: bool = False,
         backbone: str | os.PathLike | None = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
     ) -> DeScoreModel:
-        """Load a checkpoint written by `save_pretrained`. `backbone`: where the backbone it names is
-        on this machine (a local copy of the hub model it was trained on, say), instead of the path or
-        id recorded in it."""
+        """Load a checkpoint written by `save_pretrained`: a folder, or a Hub id (`org/name`, at `revision`,
+        through the Hub cache at `cache_dir`; `hub.py`). `backbone`: where the backbone it names is on this
+        machine (a local copy of the hub model it was trained on, say), instead of the path or id recorded
+        in it."""
         check_device(device)
-        path = Path(path)
+        path = checkpoint_folder(path, revision, cache_dir)
         config = read_config(path)
         if backbone is not None:
             config = dataclasses.replace(config, backbone=str(backbone))
@@ -277,6 +285,28 @@ class DeScoreModel(nn.Module):
                 self.backbone.save_pretrained(staging / BACKBONE_DIR, state_dict=backbone_state)
                 self.processor.save_pretrained(staging / BACKBONE_DIR)
             (staging / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2))
+            (staging / CARD_NAME).write_text(model_card(config, self.rubric))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        include_backbone: bool = False,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload DeScore checkpoint",
+    ):
+        """Upload the checkpoint (`save_pretrained`'s files, the model card among them) to the Hub repository
+        `repo_id`, created if it does not exist; returns the commit's information."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = Path(folder) / "checkpoint"
+            self.save_pretrained(checkpoint, include_backbone=include_backbone)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return api.upload_folder(repo_id=repo_id, folder_path=checkpoint, commit_message=commit_message)
 
     def _vision_tower_state(self, backbone_state: dict | None) -> dict[str, torch.Tensor]:
         """The vision tower's weights by their names in it, from its module or from `backbone_state`."""
@@ -657,9 +687,9 @@ def select_video_features(features, rows: Sequence[int]):
 
 
 def read_config(path: str | os.PathLike) -> DeScoreConfig:
-    """The `DeScoreConfig` of the checkpoint folder `path`. `FileNotFoundError` when it holds none,
-    `CheckpointError` saying what is wrong when it cannot be used."""
-    config_path = Path(path) / CONFIG_NAME
+    """The `DeScoreConfig` of the checkpoint `path` (a folder, or a Hub id: `hub.py`). `FileNotFoundError`
+    when it holds none, `CheckpointError` saying what is wrong when it cannot be used."""
+    config_path = checkpoint_folder(path) / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{path}: not a DeScore checkpoint (no {CONFIG_NAME})")
     try:

@@ -121,6 +121,10 @@ def test_every_trainer_keeps_one_contract(name, trainer_inputs, tmp_path):
     tags = logged_tags(out)
     assert {f"train/{metric}" for metric in METRICS[name]} <= tags, tags
     assert evaluated == any(tag.startswith("eval/") for tag in tags)
+    if evaluated:  # a DeScore checkpoint's model card names this stage, its data, steps and evaluation
+        card = (out / "final" / "README.md").read_text()
+        stage = {"cold_start": "cold start", "rl": "dual-objective RL"}[name]
+        assert f"| {stage} |" in card and "| 2 |" in card and "## Held-out evaluation" in card, card
 
     first = contract_run(name, trainer_inputs, tmp_path / "resumed", stop_after=1)
     assert first["step"] == 1 and not (tmp_path / "resumed" / "final").exists()

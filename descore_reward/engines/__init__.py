@@ -39,13 +39,14 @@ def load_scorer(
 
 def check_model_folder(model: str | os.PathLike, engine: str = "hf") -> None:
     """Fail before anything loads when `model` cannot be scored on `engine`: "hf" needs a DeScore checkpoint,
-    "vllm" an exported folder or a checkpoint (`FileNotFoundError` / `CheckpointError` naming it)."""
-    from pathlib import Path
-
+    "vllm" an exported folder or a checkpoint, either a folder or a Hub id (`FileNotFoundError` /
+    `CheckpointError` naming it)."""
+    from ..hub import checkpoint_folder
     from ..modeling import read_config
     from .export import EXPORT_NAME, read_export
 
-    if engine == "vllm" and (Path(model) / EXPORT_NAME).is_file():
-        read_export(model)
+    folder = checkpoint_folder(model)
+    if engine == "vllm" and (folder / EXPORT_NAME).is_file():
+        read_export(folder)
     else:
         read_config(model)

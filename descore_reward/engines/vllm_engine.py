@@ -24,6 +24,7 @@ from pathlib import Path
 from transformers import AutoProcessor
 
 from ..errors import DeScoreInputError
+from ..hub import checkpoint_folder
 from ..modeling import CONFIG_NAME, ScoreResult, chat_prefix, fill_temporal_patch, processor_arguments, score_inputs
 from ..rubrics import get_rubric
 from ..video import Video, VideoSource, check_video_file, load_video, metadata_fields
@@ -139,7 +140,7 @@ class VLLMEngine:
         if any(value != ENGINE_ARGUMENTS[name] for name, value in fixed.items()):
             raise DeScoreInputError(f"engine arguments {fixed}: DeScore's scoring needs {ENGINE_ARGUMENTS}")
         self._export_dir = None
-        folder = Path(path)
+        folder = checkpoint_folder(path)  # a folder, or a Hub id of an export or a checkpoint
         if not (folder / EXPORT_NAME).is_file() and (folder / CONFIG_NAME).is_file():
             self._export_dir = tempfile.TemporaryDirectory(prefix="descore-vllm-")
             folder = export_for_vllm(folder, Path(self._export_dir.name) / "export")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..atomic import append_jsonl, atomic_write_text, claim_folder, read_jsonl_log, release_folder
 from ..data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
 from ..errors import DeScoreInputError, OutputFolderError
+from ..hub import is_repo_id
 from ..plots import save_figure
 from .metrics import preference_metrics
 
@@ -282,7 +283,8 @@ def evaluate(
         scores = read_scores([Path(path)], relative_to=Path(data).parent)
         baseline_metrics[baseline] = benchmark_metrics(pairs, pair_margins(pairs, scores, baseline), bootstrap)
     check_output_folder(out)
-    run = {"model": str(Path(model_dir).resolve()), "think": think, "max_new_tokens": max_new_tokens}
+    model_name_or_path = str(model_dir) if is_repo_id(model_dir) else str(Path(model_dir).resolve())
+    run = {"model": model_name_or_path, "think": think, "max_new_tokens": max_new_tokens}
     check_run(out, run)
     accelerator = Accelerator()
     model = load_scorer(model_dir, engine, device=accelerator.device, dtype=dtype, backbone=backbone)

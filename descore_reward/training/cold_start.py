@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..data import DataError, PairBatch, PairCollator, PairDataset, PreferencePair, read_pairs
 from ..errors import DeScoreInputError
 from ..evaluation.metrics import preference_metrics
+from ..hub import has_descore_config
 from ..losses import labelled_bradley_terry_loss, rao_kupper_loss
 from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..rubrics import read_instruction_file
@@ -162,7 +163,7 @@ def masked_cots(
 
 def build_model(config: ColdStartConfig) -> DeScoreModel:
     """The model to train: loaded or new (`config.model`), then set up by `prepare_model`."""
-    if (Path(config.model) / CONFIG_NAME).is_file():
+    if has_descore_config(config.model, CONFIG_NAME):  # a DeScore checkpoint (folder or Hub id), else a backbone
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
     else:
         template = read_instruction_file(config.instruction_file)
@@ -309,4 +310,6 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
             window_loss, micro_batch = 0.0, 0
             if stop or state["batches_done"] == 0:  # the run's end, or the epoch's: a new loader
                 break
+    trained = [*model.config.training, run.record(config.train_data, len(train_pairs))]
+    model.config = dataclasses.replace(model.config, training=trained)  # for the model card
     return run.finish(lambda path, state: model.save_pretrained(path, not config.lora, backbone_state=state))

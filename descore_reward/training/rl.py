@@ -427,4 +427,6 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         model.train()
         metrics = policy_update(model, optimizer, rollouts, config, accelerator, reference)
         stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
+    trained = [*model.config.training, run.record(config.train_data, len(pairs))]
+    model.config = dataclasses.replace(model.config, training=trained)  # for the model card
     return run.finish(lambda path, state: model.save_pretrained(path, not config.lora, backbone_state=state))

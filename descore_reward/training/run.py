@@ -154,6 +154,12 @@ class TrainingRun:
         finish_trackers(self.accelerator)
         return self.state
 
+    def record(self, data, pairs: int) -> dict:
+        """This run as one entry of a DeScore checkpoint's `training` (its model card): the stage, its data
+        and their size, the steps done, and the last held-out evaluation."""
+        evaluation = self.state["evaluations"][-1] if self.state["evaluations"] else None
+        return {"stage": self.name, "data": str(data), "pairs": pairs, "steps": self.step, "evaluation": evaluation}
+
     def curves(self) -> dict[str, tuple[list, list]]:
         """Every metric of the history and the evaluations as `(steps, values)`."""
         curves = {}
