@@ -15,7 +15,7 @@ from pathlib import Path
 DTYPES = ("bfloat16", "float16", "float32")
 # File-system refusals a user can act on; written outputs are staged, so none is left half-written.
 FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
-BENCHMARK_NAMES = ("genai-bench", "in-domain", "videogen-rewardbench")  # eval_runner.BENCHMARKS' keys
+BENCHMARK_NAMES = ("genai-bench", "in-domain", "mj-bench-video", "videogen-rewardbench")  # runner.BENCHMARKS' keys
 
 
 def _dtype(name: str | None):
@@ -87,6 +87,27 @@ def _add_convert_command(commands) -> None:
         "--instruction-file", help="the instruction they trained with, {prompt} where the prompt goes"
     )
     official.set_defaults(run=run_convert_official)
+
+
+def _add_download_command(commands) -> None:
+    parser = commands.add_parser("download", help="fetch a benchmark's videos published as URLs (resumable)")
+    sources = parser.add_subparsers(dest="benchmark", required=True)
+    genai = sources.add_parser("genai-bench", help="GenAI-Bench's video_generation rows: left_video, right_video")
+    genai.add_argument("--data", required=True, help="its parquet file, or the folder of its parquet files")
+    genai.add_argument("--video-root", required=True, help="where the videos go (what descore eval --video-root reads)")
+    genai.add_argument("--retries", type=at_least(0), default=3)
+    genai.set_defaults(run=run_download)
+
+
+def run_download(args: argparse.Namespace) -> None:
+    from .evaluation.download import benchmark_urls, download_videos
+
+    urls = benchmark_urls(args.data)
+    done = download_videos(urls, args.video_root, retries=args.retries)
+    print(f"{done.fetched} downloaded, {done.present} already in {args.video_root}, {len(done.failed)} failed")
+    if done.failed:
+        failures = "; ".join(f"{url} ({why})" for url, why in list(done.failed.items())[:5])
+        raise CommandError(f"{len(done.failed)} video(s) failed, e.g. {failures}; run the same command to retry")
 
 
 def _add_export_command(commands) -> None:
@@ -166,7 +187,11 @@ def _add_demo_command(commands) -> None:
 def _add_eval_command(commands) -> None:
     parser = commands.add_parser("eval", help="preference accuracy on a benchmark, resumable, with the paper's table")
     parser.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES)
-    parser.add_argument("--data", required=True, help="JSONL (in-domain), CSV (VideoGen) or JSONL/parquet (GenAI)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="JSONL (in-domain), CSV or parquet (VideoGen), parquet or a folder of it (GenAI, MJ)",
+    )
     parser.add_argument("--model", required=True, help="a DeScore checkpoint directory, or an export (--engine vllm)")
     parser.add_argument("--backbone", help="where the checkpoint's backbone is on this machine, if not where it says")
     _add_engine_arguments(parser, server=False)
@@ -181,7 +206,7 @@ def _add_eval_command(commands) -> None:
     )
     parser.add_argument("--name", default=None, help="this model's row name in the table (default: folder name)")
     parser.add_argument("--limit", type=at_least(1), default=None, help="only the first N pairs")
-    parser.add_argument("--video-root", default=None, help="GenAI-Bench: folder the video paths are relative to")
+    parser.add_argument("--video-root", default=None, help="GenAI-Bench, MJ-Bench-Video: the videos' folder")
     parser.add_argument("--label-column", default=None, help="VideoGen CSV: label column (default Overall)")
     parser.add_argument("--batch-size", type=at_least(1), default=None, help="default: 8 (hf), 64 (vllm)")
     parser.add_argument(
@@ -479,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_annotate_command(commands)
     _add_convert_command(commands)
     _add_export_command(commands)
+    _add_download_command(commands)
     _add_serve_command(commands)
     _add_quick_look_command(commands)
     _add_demo_command(commands)

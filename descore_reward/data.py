@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DeScoreInputError
+from .errors import DeScoreInputError, first_line
 from .rubrics import RUBRICS
 from .video import Video, VideoSampling, load_video
 
@@ -286,14 +286,49 @@ def write_jsonl(pairs: list[PreferencePair], path: str | Path) -> None:
     atomic_write_text(path, "".join(json.dumps(pair_record(p, folder), ensure_ascii=False) + "\n" for p in pairs))
 
 
+def table_records(path: Path, problems: list[str]) -> list[tuple[str, dict]]:
+    """Rows of a benchmark table, each with where it is (`file:row`): a JSONL file, a parquet file, or a
+    folder of parquet files (a local copy of a Hub dataset's configuration, as `hf download --repo-type
+    dataset` writes it), read in file-name order."""
+    if path.is_dir():
+        files = sorted(path.rglob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{path}: a folder without parquet files; expected the dataset's *.parquet")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"{path}: no such data file or folder")
+    rows = []
+    for file in files:
+        if file.suffix != ".parquet":
+            rows += [(f"{file}:{row}", record) for row, record in jsonl_records(file, read_text_file(file), problems)]
+            continue
+        try:
+            import pyarrow.parquet
+        except ImportError:
+            raise ImportError("reading parquet needs pyarrow: pip install 'descore-reward[eval]'") from None
+        try:
+            table = pyarrow.parquet.read_table(file).to_pylist()
+        except Exception as error:  # pyarrow raises ArrowInvalid or OSError on a file that is not parquet
+            raise DataError([f"{file}: not a readable parquet file ({first_line(error)})"]) from None
+        rows += [(f"{file}:{row}", record) for row, record in enumerate(table, start=1)]
+    return rows
+
+
 def read_videoalign_csv(
     path: str | Path, label_column: str | None = None, limit: int | None = None, check_files: bool = True
 ) -> list[PreferencePair]:
-    """Read the VideoAlign / VideoGen-RewardBench CSV. The pair label comes from `label_column`
-    (default `Overall`); every other label column (VQ, MQ, TA, ...) becomes a dimension label."""
+    """Read the VideoAlign / VideoGen-RewardBench CSV (or the same columns as parquet, or a folder of
+    them). The pair label comes from `label_column` (default `Overall`); every other label column (VQ,
+    MQ, TA, ...) becomes a dimension label. Video paths are relative to the data file."""
     path = Path(path)
     problems = []
-    columns, records = csv_records(path, read_text_file(path), problems)
+    if path.suffix == ".csv" or not (path.is_dir() or path.suffix == ".parquet"):
+        columns, records = csv_records(path, read_text_file(path), problems)
+    else:
+        rows = table_records(path, problems)
+        records = [(row, {k: str(v) for k, v in record.items()}) for row, (_, record) in enumerate(rows, 1)]
+        columns = list(rows[0][1]) if rows else []
     label_column = label_column or "Overall"
     missing = [c for c in ("path_A", "path_B", "prompt", label_column) if c not in columns]
     if missing:
@@ -308,8 +343,8 @@ def read_videoalign_csv(
             PreferencePair(
                 id=f"{path.stem}-{row}",
                 prompt=record["prompt"],
-                video_a=path.parent / record["path_A"],
-                video_b=path.parent / record["path_B"],
+                video_a=(path if path.is_dir() else path.parent) / record["path_A"],
+                video_b=(path if path.is_dir() else path.parent) / record["path_B"],
                 label=CSV_LABELS.get(record[label_column], record[label_column]),
                 dimension_labels={d: CSV_LABELS.get(record[d], record[d]) for d in dimensions},
                 source=f"{path}:{row}",
@@ -321,27 +356,18 @@ def read_videoalign_csv(
 def read_genai_bench(
     path: str | Path, video_root: str | Path | None = None, limit: int | None = None, check_files: bool = True
 ) -> list[PreferencePair]:
-    """Read GenAI-Bench video rows (JSONL or parquet); videos resolve against `video_root`
-    (default: the file's folder). The published rows hold URLs: a URL stands for the file of the same
-    name in `video_root`, where the videos were downloaded (a missing one is reported with its URL)."""
+    """Read GenAI-Bench video rows (`TIGER-Lab/GenAI-Bench`, configuration `video_generation`: JSONL, parquet
+    or a folder of parquet files); videos resolve against `video_root` (default: the data's folder). The
+    published rows hold URLs: a URL stands for the file of the same name in `video_root`, where
+    `descore download genai-bench` puts them (a missing one is reported with its URL)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    root = Path(video_root) if video_root is not None else path.parent
+    root = Path(video_root) if video_root is not None else (path if path.is_dir() else path.parent)
     problems = []
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet
-        except ImportError:
-            raise ImportError("reading parquet needs pyarrow: pip install 'descore-reward[eval]'") from None
-        records = list(enumerate(pyarrow.parquet.read_table(path).to_pylist(), start=1))
-    else:
-        records = jsonl_records(path, read_text_file(path), problems)
+    records = table_records(path, problems)
     pairs = []
-    for row, record in records:
+    for row, (where, record) in enumerate(records, start=1):
         if limit is not None and len(pairs) >= limit:
             break
-        where = f"{path}:{row}"
         missing = [key for key in ("prompt", "left_video", "right_video", "vote_type") if key not in record]
         if missing:
             problems.append(f"{where}: missing field(s) {missing}")
@@ -361,19 +387,64 @@ def read_genai_bench(
         for name, key in (("video_a", "left_video"), ("video_b", "right_video")):
             local = getattr(pair, name)
             if check_files and not local.is_file():
-                url = f" ({record[key]}: download it there)" if _is_url(record[key]) else ""
+                url = f" ({record[key]}: download it there)" if is_url(record[key]) else ""
                 problems.append(f"{where}: {key} file not found: {local}{url}")
         pairs.append(pair)
     return _validated(pairs, problems, check_files=False)  # files checked above, URLs named
 
 
-def _is_url(text: str) -> bool:
+MJ_PREFERENCES = {"Video 1 better": "A", "Video 2 better": "B", "Same": "tie"}
+
+
+def read_mj_bench_video(
+    path: str | Path, video_root: str | Path | None = None, limit: int | None = None, check_files: bool = True
+) -> list[PreferencePair]:
+    """Read MJ-Bench-Video rows (JSONL, parquet, or a folder of parquet files): `video_0_path` is video A,
+    `video_1_path` video B, `overall_preference` the label ("Video 1 better", "Video 2 better", "Same",
+    a tie), the prompt in `prompt` or `caption`; every other `*_preference` column becomes a dimension
+    label. Videos resolve against `video_root` (default: the data's folder)."""
+    path = Path(path)
+    root = Path(video_root) if video_root is not None else (path if path.is_dir() else path.parent)
+    problems = []
+    pairs = []
+    for row, (where, record) in enumerate(table_records(path, problems), start=1):
+        if limit is not None and len(pairs) >= limit:
+            break
+        prompt = record.get("prompt", record.get("caption"))
+        missing = [key for key in ("video_0_path", "video_1_path", "overall_preference") if key not in record]
+        missing += [] if prompt is not None else ["prompt (or caption)"]
+        if missing:
+            problems.append(f"{where}: missing field(s) {missing}")
+            continue
+        labels = {}
+        for column, value in record.items():
+            if column.endswith("_preference") and value not in MJ_PREFERENCES:
+                problems.append(f"{where}: {column} {value!r} is not one of {sorted(MJ_PREFERENCES)}")
+            elif column.endswith("_preference"):
+                labels[column.removesuffix("_preference")] = MJ_PREFERENCES[value]
+        if "overall" not in labels:
+            continue
+        pairs.append(
+            PreferencePair(
+                id=str(record.get("id", f"{path.stem}-{row}")),
+                prompt=prompt,
+                video_a=root / video_file_name(record["video_0_path"]),
+                video_b=root / video_file_name(record["video_1_path"]),
+                label=labels.pop("overall"),
+                dimension_labels=labels,
+                source=where,
+            )
+        )
+    return _validated(pairs, problems, check_files)
+
+
+def is_url(text: str) -> bool:
     return urllib.parse.urlparse(str(text)).scheme in ("http", "https")
 
 
 def video_file_name(location: str) -> str:
     """A row's video as a path under the video folder: a URL's file name, or the path as written."""
-    if _is_url(location):
+    if is_url(location):
         return Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)).name
     return location
 

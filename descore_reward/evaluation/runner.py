@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..atomic import append_jsonl, atomic_write_text, claim_folder, read_jsonl_log, release_folder
-from ..data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_videoalign_csv
+from ..data import LABELS, PreferencePair, read_genai_bench, read_jsonl, read_mj_bench_video, read_videoalign_csv
 from ..errors import DeScoreInputError, OutputFolderError
 from ..hub import is_repo_id
 from ..plots import save_figure
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[..., list[PreferencePair]]] = {
     "in-domain": read_jsonl,
     "genai-bench": read_genai_bench,
     "videogen-rewardbench": read_videoalign_csv,
+    "mj-bench-video": read_mj_bench_video,
 }
 # The paper's table: (benchmark, metric, column title).
 TABLE_COLUMNS = [
@@ -37,6 +38,8 @@ TABLE_COLUMNS = [
     ("genai-bench", "accuracy_without_ties", "GenAI w/o tie"),
     ("videogen-rewardbench", "accuracy_with_ties", "VideoGen w/ tie"),
     ("videogen-rewardbench", "accuracy_without_ties", "VideoGen w/o tie"),
+    ("mj-bench-video", "accuracy_with_ties", "MJ-Video w/ tie"),  # not in the paper's table
+    ("mj-bench-video", "accuracy_without_ties", "MJ-Video w/o tie"),
 ]
 RUN_FILE = "run.json"
 REPORT_FILES = ("metrics.json", "table.md", "table.png")
@@ -246,6 +249,8 @@ def load_benchmark(
         return read_genai_bench(data, video_root=video_root, limit=limit)
     if benchmark == "videogen-rewardbench":
         return read_videoalign_csv(data, label_column=label_column, limit=limit)
+    if benchmark == "mj-bench-video":
+        return read_mj_bench_video(data, video_root=video_root, limit=limit)
     return read_jsonl(data, limit=limit)
 
 
