@@ -27,6 +27,7 @@ from peft import PeftModel
 
 from ..atomic import atomic_directory
 from ..errors import CheckpointError, DeScoreInputError
+from ..hub import checkpoint_folder
 from ..modeling import DeScoreConfig, DeScoreModel
 
 EXPORT_NAME = "descore_export.json"
@@ -67,8 +68,9 @@ class ExportedScoring:
 
 
 def read_export(path: str | os.PathLike) -> ExportedScoring:
-    """The `ExportedScoring` of an exported folder; `CheckpointError` naming the folder if it is not one."""
-    sidecar = Path(path) / EXPORT_NAME
+    """The `ExportedScoring` of an exported folder (or its Hub id); `CheckpointError` naming it if it is not one."""
+    path = checkpoint_folder(path)  # a folder, or a Hub id of one
+    sidecar = path / EXPORT_NAME
     if not sidecar.is_file():
         raise CheckpointError(
             f"{path}: not a descore export (no {EXPORT_NAME}); "
