@@ -22,19 +22,11 @@ import transformers
 
 from descore_reward import DeScoreConfig, DeScoreModel, VideoSampling
 from descore_reward.synthetic import Scene, render
-from descore_reward.tiny import QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION, build_tiny_backbone
+from descore_reward.tiny import CPU_BENCHMARK_TEXT, QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION, build_tiny_backbone
 
 SIZES = {
     "cpu": (
-        dict(
-            hidden_size=512,
-            intermediate_size=1536,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            head_dim=64,
-            mrope_section=[12, 10, 10],
-        ),
+        CPU_BENCHMARK_TEXT,
         dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, deepstack_visual_indexes=[1, 2, 3]),
     ),
     "8b": (QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION),

@@ -19,18 +19,9 @@ from pathlib import Path
 import torch
 
 from descore_reward.modeling import DeScoreConfig, DeScoreModel
-from descore_reward.tiny import build_tiny_backbone
+from descore_reward.tiny import CPU_BENCHMARK_TEXT, build_tiny_backbone
 from descore_reward.video import VideoSampling
 
-TEXT = dict(
-    hidden_size=512,
-    intermediate_size=1536,
-    num_hidden_layers=8,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=64,
-    mrope_section=[12, 10, 10],
-)
 VISION = dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, deepstack_visual_indexes=[0, 1])
 SAMPLING = VideoSampling(fps=4.0, max_pixels_per_frame=64 * 64, max_total_pixels=64 * 64 * 16)
 
@@ -85,7 +76,7 @@ def main() -> None:
         return worker(Path(args.worker[0]), Path(args.worker[1]))
     with tempfile.TemporaryDirectory() as root:
         backbone, out = Path(root) / "backbone", Path(root) / "sharded.json"
-        build_tiny_backbone(backbone, text=TEXT, vision=VISION)
+        build_tiny_backbone(backbone, text=CPU_BENCHMARK_TEXT, vision=VISION)
         whole = one_step(backbone, shard=False)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
         command += [str(args.processes), __file__, "--worker", str(backbone), str(out)]

@@ -28,19 +28,11 @@ from descore_reward import DeScoreConfig, DeScoreModel, VideoSampling, load_vide
 from descore_reward.engines.client import decode_video, encode_video
 from descore_reward.engines.export import export_for_vllm
 from descore_reward.engines.vllm_engine import VLLMEngine
-from descore_reward.tiny import QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION, build_tiny_backbone
+from descore_reward.tiny import CPU_BENCHMARK_TEXT, QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION, build_tiny_backbone
 
 SIZES = {
     "cpu": (
-        dict(
-            hidden_size=512,
-            intermediate_size=1536,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            head_dim=64,
-            mrope_section=[12, 10, 10],
-        ),
+        CPU_BENCHMARK_TEXT,
         dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, deepstack_visual_indexes=[0, 1]),
     ),
     "8b": (QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION),

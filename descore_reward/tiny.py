@@ -68,6 +68,16 @@ QWEN3_VL_8B_TEXT = dict(
     head_dim=128,
     mrope_section=[24, 20, 20],
 )
+# A text tower big enough for compute to dominate on the CPU (hidden 512 x 8 layers): the benchmarks' size.
+CPU_BENCHMARK_TEXT = dict(
+    hidden_size=512,
+    intermediate_size=1536,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=64,
+    mrope_section=[12, 10, 10],
+)
 # The smallest text tower vLLM's CPU attention runs (head sizes 32 and up): for the vLLM engine's tests.
 VLLM_TINY_TEXT = dict(
     hidden_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=32, mrope_section=[6, 5, 5]
