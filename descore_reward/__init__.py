@@ -21,6 +21,8 @@ _EXPORTS = {
     "load_video": ".video",
     "DeScoreReward": ".integrations",
     "WeightedRewards": ".integrations",
+    "VLLMEngine": ".engines.vllm_engine",
+    "DeScoreClient": ".engines.client",
 }
 
 

@@ -150,3 +150,14 @@ def test_without_vllm_the_engine_and_serve_say_what_to_do(tmp_path, make_model, 
     assert "-m descore_reward.engines.server --model" in printed and "--port 9001 --data-parallel-size 8" in printed
     assert main(["serve", "--model", str(tmp_path / "ckpt")]) == 2
     assert "not a descore export" in capsys.readouterr().err
+
+
+def test_the_servers_decoding_settings_are_checked_before_the_engine():
+    from descore_reward.engines.server import decoding_of
+
+    assert decoding_of({"max_new_tokens": 8, "seed": None})["max_new_tokens"] == 8
+    for bad, name in (({"max_new_tokens": 0}, "max_new_tokens=0"), ({"top_p": 1.5}, "top_p=1.5")):
+        with pytest.raises(DeScoreInputError, match=f"decoding: {name} is not a valid value"):
+            decoding_of(bad)
+    with pytest.raises(DeScoreInputError, match=r"unknown setting\(s\) \['budget'\]"):
+        decoding_of({"budget": 4096})

@@ -189,6 +189,8 @@ def test_server_scores_as_a_local_call_and_fails_clearly(folders, hf_model, real
         torch.testing.assert_close(torch.from_numpy(scores), torch.from_numpy(expected), rtol=0, atol=TOLERANCE)
         with pytest.raises(DeScoreInputError, match=r"prompt of videos\[0\]: contains the reserved token"):
             client.score([batch[0]], ["a <reward> cat"], think=False)
+        with pytest.raises(DeScoreInputError, match="decoding: top_p=2.0 is not a valid value"):
+            client.score([batch[0]], ["a cat"], do_sample=True, top_p=2.0)
     finally:
         server.terminate()
         server.wait()

@@ -73,10 +73,7 @@ def build_app(folder: str, engine_arguments, max_videos_in_flight: int = 1024):
         try:
             body = await request.json()
             think = bool(body.get("think", True))
-            decoding = {name: (body.get("decoding") or {}).get(name) for name in DECODING}
-            decoding["do_sample"] = bool(decoding["do_sample"])
-            decoding["temperature"] = 1.0 if decoding["temperature"] is None else float(decoding["temperature"])
-            decoding["top_p"] = 1.0 if decoding["top_p"] is None else float(decoding["top_p"])
+            decoding = decoding_of(body.get("decoding") or {})
             videos = [decode_video(entry, index) for index, entry in enumerate(body["videos"])]
         except DeScoreInputError as error:
             return JSONResponse({"error": str(error)}, status_code=422)
@@ -97,6 +94,30 @@ def build_app(folder: str, engine_arguments, max_videos_in_flight: int = 1024):
             state["in_flight"] -= len(videos)
 
     return app
+
+
+def decoding_of(values: dict) -> dict:
+    """A request's decoding settings, checked (`DeScoreInputError` naming the bad one): what
+    `ScoringRequests.cot_parameters` takes."""
+    unknown = sorted(set(values) - set(DECODING))
+    if unknown:
+        raise DeScoreInputError(f"decoding: unknown setting(s) {unknown}; expected some of {list(DECODING)}")
+    decoding = {name: values.get(name) for name in DECODING}
+    checks = {
+        "max_new_tokens": lambda v: isinstance(v, int) and v >= 1,
+        "temperature": lambda v: isinstance(v, (int, float)) and v > 0,
+        "top_p": lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+        "seed": lambda v: isinstance(v, int),
+        "repetition_penalty": lambda v: isinstance(v, (int, float)) and v > 0,
+        "do_sample": lambda v: isinstance(v, bool),
+    }
+    for name, check in checks.items():
+        if decoding[name] is not None and not check(decoding[name]):
+            raise DeScoreInputError(f"decoding: {name}={decoding[name]!r} is not a valid value")
+    decoding["do_sample"] = bool(decoding["do_sample"])
+    decoding["temperature"] = 1.0 if decoding["temperature"] is None else float(decoding["temperature"])
+    decoding["top_p"] = 1.0 if decoding["top_p"] is None else float(decoding["top_p"])
+    return decoding
 
 
 def parse_arguments(argv: list[str] | None = None):
