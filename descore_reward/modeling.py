@@ -382,25 +382,8 @@ class DeScoreModel(nn.Module):
         ]
 
     def load_videos(self, videos: Sequence[VideoSource | Video]) -> list[Video]:
-        """Decode and validate videos (`VideoInputError` names the bad one)."""
-        return [
-            video if isinstance(video, Video) else load_video(video, self.config.sampling, name=f"videos[{i}]")
-            for i, video in enumerate(videos)
-        ]
-
-    def check_videos(self, videos: Sequence[VideoSource | Video]) -> list[VideoSource | Video]:
-        """Check every video before any model work, without holding every decoded file in memory: files
-        are opened (decoded later, batch by batch), in-memory videos are sampled and converted now."""
-        checked = []
-        for index, video in enumerate(videos):
-            if isinstance(video, (str, os.PathLike)):
-                check_video_file(video)
-                checked.append(video)
-            elif isinstance(video, Video):
-                checked.append(video)
-            else:
-                checked.append(load_video(video, self.config.sampling, name=f"videos[{index}]"))
-        return checked
+        """Decode and validate videos with this model's sampling (`load_videos` below)."""
+        return load_videos(videos, self.config.sampling)
 
     def chat_prefix(self, prompt: str) -> str:
         """The chat text up to the start of the assistant's answer (`chat_prefix` below)."""
@@ -413,7 +396,7 @@ class DeScoreModel(nn.Module):
         if len(videos) != len(prompts):
             raise DeScoreInputError(f"got {len(videos)} videos and {len(prompts)} prompts; expected equal")
         for index, prompt in enumerate(prompts):
-            self._check_text(prompt, f"prompts[{index}]")
+            check_text(prompt, f"prompts[{index}]", self.config.reward_token, optional=True)
         inputs = self.processor(
             text=[self.chat_prefix(prompt) for prompt in prompts],
             videos=[video.frames for video in videos],
@@ -424,17 +407,11 @@ class DeScoreModel(nn.Module):
         )
         return inputs.to(self.device)
 
-    def _check_text(self, text: object, where: str) -> None:
-        if text is not None and not isinstance(text, str):
-            raise DeScoreInputError(f"{where}: expected a string, got {type(text).__name__}")
-        if text and self.config.reward_token in text:
-            raise DeScoreInputError(f"{where}: contains the reserved token {self.config.reward_token!r}")
-
     def tokenize_cots(self, cots: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each CoT's token ids on its own, as generation writes them after the prompt: `(B, L)` right-padded,
         and each length `(B,)`; None (a masked CoT) or "" is empty."""
         for index, cot in enumerate(cots):
-            self._check_text(cot, f"cots[{index}]")
+            check_text(cot, f"cots[{index}]", self.config.reward_token, optional=True)
         tokenizer = self.processor.tokenizer
         ids = tokenizer([cot or "" for cot in cots], add_special_tokens=False).input_ids if cots else []
         cot_ids = torch.full((len(ids), max(map(len, ids), default=0)), tokenizer.pad_token_id, dtype=torch.long)
@@ -519,7 +496,7 @@ class DeScoreModel(nn.Module):
         `max_new_tokens` and `repetition_penalty` default to the rubric's (4,096 and 1.05 for `descore`).
         `progress`: a bar of videos scored, with the tokens written, when thinking (None: on a terminal)."""
         videos, prompts = score_inputs(videos, prompts, batch_size)
-        videos = self.check_videos(videos)
+        videos = check_videos(videos, self.config.sampling)
         generation = dict(
             max_new_tokens=max_new_tokens or self.rubric.max_new_tokens,
             repetition_penalty=repetition_penalty or self.rubric.repetition_penalty,
@@ -631,6 +608,40 @@ class DeScoreModel(nn.Module):
             p_a, p_tie, p_b = rao_kupper_probabilities(torch.tensor(comparison.margin), self.config.tie_theta)
             comparison.p_a_better, comparison.p_tie, comparison.p_b_better = p_a.item(), p_tie.item(), p_b.item()
         return comparison
+
+
+def load_videos(videos: Sequence[VideoSource | Video], sampling: VideoSampling) -> list[Video]:
+    """Decode and validate videos (`VideoInputError` names the bad one); `Video`s are kept as they are."""
+    return [
+        video if isinstance(video, Video) else load_video(video, sampling, name=f"videos[{i}]")
+        for i, video in enumerate(videos)
+    ]
+
+
+def check_videos(videos: Sequence[VideoSource | Video], sampling: VideoSampling) -> list[VideoSource | Video]:
+    """Check every video before any model work, without holding every decoded file in memory: files are
+    opened (decoded later, batch by batch, by `load_videos`), in-memory videos are sampled and converted now."""
+    checked = []
+    for index, video in enumerate(videos):
+        if isinstance(video, (str, os.PathLike)):
+            check_video_file(video)
+            checked.append(video)
+        elif isinstance(video, Video):
+            checked.append(video)
+        else:
+            checked.append(load_video(video, sampling, name=f"videos[{index}]"))
+    return checked
+
+
+def check_text(text: object, where: str, reserved_token: str, optional: bool = False) -> None:
+    """A prompt or CoT must be a string without the reserved `<reward>` token (None too when `optional`);
+    `DeScoreInputError` naming `where` otherwise."""
+    if text is None and optional:
+        return
+    if not isinstance(text, str):
+        raise DeScoreInputError(f"{where}: expected a string, got {type(text).__name__}")
+    if reserved_token in text:
+        raise DeScoreInputError(f"{where}: contains the reserved token {reserved_token!r}")
 
 
 def score_inputs(videos, prompts, batch_size: int) -> tuple[list, list[str]]:

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from ..errors import DeScoreInputError, ServerError
-from ..modeling import ScoreResult, score_inputs
-from ..video import Video, VideoInputError, VideoSource, check_frame_size, load_video, metadata_fields
+from ..modeling import ScoreResult, load_videos, score_inputs
+from ..video import Video, VideoInputError, VideoSource, check_frame_size, metadata_fields
 from .export import ExportedScoring
 
 TRANSPORTS = ("raw", "jpeg")
@@ -143,10 +143,7 @@ class DeScoreClient:
         from tqdm.auto import tqdm
 
         videos, prompts = score_inputs(videos, prompts, batch_size)
-        loaded = [
-            video if isinstance(video, Video) else load_video(video, self.config.sampling, name=f"videos[{i}]")
-            for i, video in enumerate(videos)
-        ]
+        loaded = load_videos(videos, self.config.sampling)
         decoding = dict(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,

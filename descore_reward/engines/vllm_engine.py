@@ -25,9 +25,19 @@ from transformers import AutoProcessor
 
 from ..errors import DeScoreInputError
 from ..hub import checkpoint_folder
-from ..modeling import CONFIG_NAME, ScoreResult, chat_prefix, fill_temporal_patch, processor_arguments, score_inputs
+from ..modeling import (
+    CONFIG_NAME,
+    ScoreResult,
+    chat_prefix,
+    check_text,
+    check_videos,
+    fill_temporal_patch,
+    load_videos,
+    processor_arguments,
+    score_inputs,
+)
 from ..rubrics import get_rubric
-from ..video import Video, VideoSource, check_video_file, load_video, metadata_fields
+from ..video import Video, VideoSource, metadata_fields
 from .export import EXPORT_NAME, export_for_vllm, read_export
 
 # Engine arguments that exact scoring needs: the reward is a raw logit; vLLM 0.32's on-device video
@@ -53,10 +63,7 @@ class ScoringRequests:
         """A vLLM token prompt of `[chat(video, prompt)]`: the chat text's ids with one video placeholder
         (vLLM expands it with the frames' timestamps, as the HF processor does), the sampled frames
         `(T, H, W, 3)` uint8 with their metadata, and the HF path's processor arguments."""
-        if not isinstance(prompt, str):
-            raise DeScoreInputError(f"prompt of {video.name}: expected a string, got {type(prompt).__name__}")
-        if self.config.reward_token in prompt:
-            raise DeScoreInputError(f"prompt of {video.name}: contains the reserved token {self.config.reward_token!r}")
+        check_text(prompt, f"prompt of {video.name}", self.config.reward_token)
         video = fill_temporal_patch(video, self.processor)
         return {
             "prompt_token_ids": self.processor.tokenizer(chat_prefix(self.processor, self.rubric, prompt)).input_ids,
@@ -182,32 +189,28 @@ class VLLMEngine:
         from tqdm.auto import tqdm
 
         videos, prompts = score_inputs(videos, prompts, batch_size)
-        for index, video in enumerate(videos):  # every file checked before any engine work
-            if isinstance(video, (str, os.PathLike)):
-                check_video_file(video)
-            elif not isinstance(video, Video):
-                videos[index] = load_video(video, self.config.sampling, name=f"videos[{index}]")
-        cot_parameters = [
-            self.requests.cot_parameters(
-                max_new_tokens, do_sample, temperature, top_p, None if seed is None else seed + i, repetition_penalty
-            )
-            for i in range(len(videos))
-        ]
+        videos = check_videos(videos, self.config.sampling)  # every file checked before any engine work
         results = []
         with tqdm(
             total=len(videos), desc="scoring", unit="video", disable=None if progress is None else not progress
         ) as bar:
             for start in range(0, len(videos), batch_size):
-                batch = [
-                    video if isinstance(video, Video) else load_video(video, self.config.sampling)
-                    for video in videos[start : start + batch_size]
-                ]
+                batch = load_videos(videos[start : start + batch_size], self.config.sampling)
                 requests = [self.requests.prompt(v, p) for v, p in zip(batch, prompts[start : start + batch_size])]
                 cots = [None] * len(batch)
                 if think:
-                    generations = self.llm.generate(
-                        requests, cot_parameters[start : start + len(batch)], use_tqdm=False
-                    )
+                    parameters = [
+                        self.requests.cot_parameters(
+                            max_new_tokens,
+                            do_sample,
+                            temperature,
+                            top_p,
+                            None if seed is None else seed + i,
+                            repetition_penalty,
+                        )
+                        for i in range(start, start + len(batch))
+                    ]
+                    generations = self.llm.generate(requests, parameters, use_tqdm=False)
                     cots = [self.requests.cot_ids(generation.outputs[0].token_ids) for generation in generations]
                 rewards = self.llm.generate(
                     [self.requests.reward_prompt(request, cot or []) for request, cot in zip(requests, cots)],
