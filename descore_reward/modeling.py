@@ -396,7 +396,7 @@ class DeScoreModel(nn.Module):
         if len(videos) != len(prompts):
             raise DeScoreInputError(f"got {len(videos)} videos and {len(prompts)} prompts; expected equal")
         for index, prompt in enumerate(prompts):
-            check_text(prompt, f"prompts[{index}]", self.config.reward_token, optional=True)
+            check_text(prompt, f"prompts[{index}]", self.config.reward_token)
         inputs = self.processor(
             text=[self.chat_prefix(prompt) for prompt in prompts],
             videos=[video.frames for video in videos],

@@ -161,6 +161,8 @@ def test_bad_arguments_are_named(tiny_model, tmp_path):
     video = two_videos()[0]
     with pytest.raises(DeScoreInputError, match=r"prompts\[0\]: contains the reserved token"):
         tiny_model.score([video], ["please <reward> me"], think=False)
+    with pytest.raises(DeScoreInputError, match=r"prompts\[1\]: expected a string, got NoneType"):
+        tiny_model.score([video, video], ["a", None], think=False)  # was a TypeError from str.replace
     with pytest.raises(DeScoreInputError, match="one prompt per video"):
         tiny_model.score([video, video], ["a", "b", "c"], think=False)
     with pytest.raises(DeScoreInputError, match=r"cots\[0\]: expected a string"):
