@@ -152,6 +152,12 @@ def test_checkpoints_resume_the_newest_and_refuse_a_changed_model(tmp_path):
     assert resume(tmp_path, fresh, torch.optim.AdamW(fresh.parameters(), lr=0.1)) == {"step": 3}
     torch.testing.assert_close(fresh.weight, trained)
 
+    torch.save(optimizer.state_dict(), tmp_path / "checkpoint-3" / "optimizer.pt")  # the format before names
+    older = torch.nn.Linear(3, 2)
+    older_optimizer = torch.optim.AdamW(older.parameters(), lr=0.1)
+    assert resume(tmp_path, older, older_optimizer) == {"step": 3}
+    assert older_optimizer.state_dict()["state"][0]["step"] == 3
+
     wider = torch.nn.Sequential(torch.nn.Linear(3, 2))  # the same weights under other names
     with pytest.raises(ValueError, match=r"checkpoint-3: checkpoint lacks trainable parameters"):
         resume(tmp_path, wider, torch.optim.AdamW(wider.parameters()))

@@ -30,9 +30,16 @@ from .sharding import copy_full_into, full_tensor
 STATE_NAME = "trainer_state.json"
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters by name, whole (sharded ones gathered: every process must call this)."""
-    return {n: full_tensor(p).detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model: torch.nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """The trainable parameters by name, whole on the CPU. Sharded ones are gathered, so every process must
+    call this; one that does not write (`keep` False) takes part in the gathering and keeps nothing."""
+    state = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            whole = full_tensor(parameter)
+            if keep:
+                state[name] = whole.detach().cpu().contiguous()
+    return state
 
 
 def save_checkpoint(
@@ -43,10 +50,11 @@ def save_checkpoint(
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     path = Path(output_dir) / f"checkpoint-{state['step']}"
-    weights = trainable_state(model)
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    writes = accelerator is None or accelerator.is_main_process
+    weights = trainable_state(model, keep=writes)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole on the main process only
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
-    if accelerator is not None and not accelerator.is_main_process:
+    if not writes:
         accelerator.wait_for_everyone()
         return path
     with atomic_directory(path, marker=STATE_NAME) as staging:
@@ -91,7 +99,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
     for name in trainable:
         copy_full_into(parameters[name], weights[name])
     optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
-    set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
+    if all(isinstance(p, int) for group in optimizer_state["param_groups"] for p in group["params"]):
+        optimizer.load_state_dict(optimizer_state)  # keyed by position: written before checkpoints were by name
+    else:
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)
