@@ -32,7 +32,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 
 def spec(stage1, data, wan, pairs, out: Path) -> dict:
     common = dict(steps=2, report_to=None, save_every=100)
-    return {
+    runs = {
         "results": str(out),
         "cold_start": dict(
             model=str(stage1),
@@ -47,31 +47,6 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             eval_every=100,
             report_to=None,
             save_every=100,
-        ),
-        "cold_start_full": dict(
-            model=str(stage1),
-            train_data=str(data),
-            output_dir=str(out / "cold_start_full"),
-            batch_size=4,
-            micro_batch_size=1,
-            max_steps=1,
-            p_mask=0.0,
-            lora=False,
-            learning_rate=1e-3,
-            eval_every=100,
-            report_to=None,
-            save_every=100,
-        ),
-        "rl_full": dict(
-            model=str(stage1),
-            train_data=str(data),
-            output_dir=str(out / "rl_full"),
-            group_size=2,
-            pairs_per_step=1,
-            max_new_tokens=6,
-            lora=False,
-            learning_rate=1e-4,
-            **common,
         ),
         "rl": dict(
             model=str(stage1),
@@ -106,6 +81,10 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             **SIZE,
         ),
     }
+    for name, learning_rate in (("cold_start", 1e-3), ("rl", 1e-4)):  # the DeScore stages as full fine-tunes
+        full = {**runs[name], "lora": False, "learning_rate": learning_rate, "output_dir": str(out / f"{name}_full")}
+        runs[f"{name}_full"] = full
+    return runs
 
 
 def file_brightness(paths, prompts, metadata=None):
