@@ -42,19 +42,19 @@ def epoch_batch(count: int, step: int, batch_size: int, seed: int, process_index
     return epoch_shard(count, epoch, seed, process_index, processes)[index * per_step : (index + 1) * per_step]
 
 
-def trainer_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None):
-    """The `Accelerator` of a trainer (devices, mixed precision, trackers), after checking that accelerate
-    is configured for a way the trainers run (`sharding.sharding_of`); the main process claims
-    `output_dir` (`atomic.claim_folder`) until `finish_trackers`."""
+def trainer_accelerator(output_dir, mixed_precision: str = "no", report_to: str | None = None) -> tuple:
+    """The `Accelerator` of a trainer (devices, mixed precision, trackers) and how it shards the model
+    (`sharding.sharding_of`, which refuses a way the trainers do not run before anything is claimed); the
+    main process claims `output_dir` (`atomic.claim_folder`) until `finish_trackers`."""
     from accelerate import Accelerator
 
     from .sharding import sharding_of
 
     accelerator = Accelerator(mixed_precision=mixed_precision, log_with=report_to, project_dir=str(output_dir))
-    sharding_of(accelerator)
+    sharding = sharding_of(accelerator)
     if accelerator.is_main_process:  # one run per output folder; a file there or no write access named now
         claim_folder(output_dir)
-    return accelerator
+    return accelerator, sharding
 
 
 def average_gradients(accelerator, parameters, bucket_elements: int = 2**26) -> None:

@@ -31,7 +31,7 @@ from ..plots import plot_curves
 from .checkpoint import STATE_NAME, resume, save_checkpoint
 from .config import TrainerConfig
 from .distributed import finish_trackers, step_seed, trainer_accelerator
-from .sharding import DATA_PARALLEL, shard, sharding_of, whole_state_dict
+from .sharding import DATA_PARALLEL, shard, whole_state_dict
 
 RESULT_DIR = "final"
 CURVES_NAME = "training_curves.png"
@@ -48,8 +48,7 @@ class TrainingRun:
 
         self.config, self.name, self.total_steps = config, name, total_steps
         self.output_dir = Path(config.output_dir)
-        self.accelerator = trainer_accelerator(self.output_dir, config.mixed_precision, config.report_to)
-        self.sharding = sharding_of(self.accelerator)
+        self.accelerator, self.sharding = trainer_accelerator(self.output_dir, config.mixed_precision, config.report_to)
         self.trained = None  # the sharded module whose result `finish` gathers
         self.state = {"step": 0, "history": [], "evaluations": []}
         self.progress = None
@@ -147,10 +146,9 @@ class TrainingRun:
             state = whole_state_dict(self.trained) if self.trained is not None else None  # every process
             if self.accelerator.is_main_process:
                 save_result(self.output_dir / RESULT_DIR, state)
+                atomic_write_text(self.output_dir / STATE_NAME, json.dumps(self.state, indent=2))
+                plot_curves(self.curves(), self.output_dir / CURVES_NAME, self.name)
             self.accelerator.wait_for_everyone()
-        if self.finished and self.accelerator.is_main_process:
-            atomic_write_text(self.output_dir / STATE_NAME, json.dumps(self.state, indent=2))
-            plot_curves(self.curves(), self.output_dir / CURVES_NAME, self.name)
         finish_trackers(self.accelerator)
         return self.state
 
