@@ -49,4 +49,4 @@ def check_model_folder(model: str | os.PathLike, engine: str = "hf") -> None:
     if engine == "vllm" and (folder / EXPORT_NAME).is_file():
         read_export(folder)
     else:
-        read_config(model)
+        read_config(folder)
