@@ -41,7 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    scratch = tempfile.mkdtemp()
+    scratch_folder = tempfile.TemporaryDirectory()  # removed when the benchmark exits
+    scratch = scratch_folder.name
     text, vision = SIZES["cpu"]
     build_tiny_backbone(f"{scratch}/backbone", text=text, vision=vision)
     sampling = VideoSampling(fps=2.0, max_pixels_per_frame=448 * 448)
