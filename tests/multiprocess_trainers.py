@@ -1,7 +1,8 @@
 """Run the four trainers that split work across processes (cold start, stage-2 RL, Flow-DPO, Wan
 GRPO; the DeScore stages also as full fine-tunes) on tiny models and save each one's trainable
 parameters, whole, per process. `tests/test_multiprocess.py` runs it under `torchrun --nproc_per_node 2`
-with `ACCELERATE_USE_CPU=1` (accelerate's multi-CPU mode, gloo; FSDP2 by its launcher variables) and calls
+with `ACCELERATE_USE_CPU=1` (accelerate's multi-CPU mode, gloo; FSDP2 and ZeRO-3 by their launcher
+variables) and calls
 `train_all` in its own process for the one-process baseline.
 
     python tests/multiprocess_trainers.py SPEC.json
@@ -32,8 +33,11 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
 
     from descore_reward.modeling import DeScoreModel
     from descore_reward.training import cold_start, distributed, rl
+    from descore_reward.training.run import TrainingRun
     from descore_reward.wan import flow_dpo, grpo
 
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED"):
+        from deepspeed.utils import safe_get_full_grad
     results = {}
     recorded = []
     FULL = [("cold_start_full", cold_start, cold_start.ColdStartConfig), ("rl_full", rl, rl.RLConfig)]
@@ -48,8 +52,17 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
                 [(i, full_tensor(p.grad).clone(), full_tensor(p).detach().clone(), p) for i, p in with_grad]
             )
 
-    average = distributed.average_gradients
-    distributed.average_gradients = recording_average
+    def recording_step(run, optimizer):
+        """Under ZeRO-3, whose engine reduces the gradients: the same record, read before the engine's step."""
+        if run.engine is not None and not recorded:
+            names = [name for group in optimizer.param_groups for name in group["param_names"]]
+            parameters = dict(run.engine.module.named_parameters())
+            grads = [(str(i), safe_get_full_grad(parameters[n]), parameters[n]) for i, n in enumerate(names)]
+            recorded.append([(i, g.clone(), full_tensor(p).detach().clone(), p) for i, g, p in grads if g is not None])
+        step(run, optimizer)
+
+    average, step = distributed.average_gradients, TrainingRun.optimizer_step
+    distributed.average_gradients, TrainingRun.optimizer_step = recording_average, recording_step
     for name, module, config in (
         ("cold_start", cold_start, cold_start.ColdStartConfig(**spec["cold_start"])),
         ("rl", rl, rl.RLConfig(**spec["rl"])),
@@ -58,8 +71,8 @@ def train_all(spec: dict) -> dict[str, dict[str, torch.Tensor]]:
         model = DeScoreModel.from_pretrained(config.model, is_trainable=True)
         state = module.train(config, model)  # trains `model` in place
         results[name] = trainable(model)
-        results[f"{name}_history"] = state["history"]
-    distributed.average_gradients = average
+        results[f"{name}_history"], results[f"{name}_evaluations"] = state["history"], state["evaluations"]
+    distributed.average_gradients, TrainingRun.optimizer_step = average, step
     results["cold_start_gradients"] = {i: grad for i, grad, _, _ in recorded[0]}
     results["cold_start_update"] = {i: full_tensor(p).detach() - before for i, _, before, p in recorded[0]}
     for name, config, train in (

@@ -1,5 +1,5 @@
 """Several processes: the four trainers (cold start, stage-2 RL, Flow-DPO, Wan GRPO) run under
-`torchrun` on two CPU processes, data parallel and FSDP2 (the shipped accelerate configs), and must end
+`torchrun` on two CPU processes, data parallel, FSDP2 and ZeRO-3 (the shipped accelerate configs), and must end
 with the same weights on both (gradients averaged).
 
 Cold start's two processes split one global batch, so their gradient and update must equal a
@@ -13,13 +13,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 
+from descore_reward.errors import DeScoreInputError
 from descore_reward.modeling import DeScoreConfig, DeScoreModel
 from descore_reward.synthetic import make_dataset
+from descore_reward.training.sharding import DATA_PARALLEL, FSDP2, ZERO3, sharding_of
 from descore_reward.wan.flow_dpo import rank_dpo_pairs
 from descore_reward.wan.generation import WanSampling
 
@@ -28,9 +31,10 @@ from .multiprocess_trainers import train_all
 
 SIZE = dict(height=32, width=32, num_frames=9)
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+SHARDED = {"fsdp2": "accelerate_fsdp2.yaml", "zero3": "accelerate_zero3.yaml"}
 
 
-def spec(stage1, data, wan, pairs, out: Path) -> dict:
+def spec(stage1, data, wan, pairs, out: Path, held_out=None) -> dict:
     common = dict(steps=2, report_to=None, save_every=100)
     runs = {
         "results": str(out),
@@ -56,6 +60,8 @@ def spec(stage1, data, wan, pairs, out: Path) -> dict:
             pairs_per_step=1,
             max_new_tokens=6,
             learning_rate=1e-2,
+            eval_data=str(held_out) if held_out else None,  # think and fast scoring, before and after
+            eval_every=100,
             **common,
         ),
         "flow_dpo": dict(
@@ -115,11 +121,14 @@ def check_the_same_step(one: dict, two: dict, learning_rate: float) -> None:
 
 def launcher_environment(config_file: Path) -> dict[str, str]:
     """What `accelerate launch --config_file` tells the trainers about sharding, as environment variables
-    (on the CPU accelerate runs an FSDP config as multi-CPU, and the trainers read these)."""
+    (on the CPU accelerate runs FSDP and DeepSpeed configs as multi-CPU, and the trainers read these)."""
     config = yaml.safe_load(config_file.read_text())
-    if config["distributed_type"] != "FSDP":
-        return {}
-    return {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": str(config["fsdp_config"]["fsdp_version"])}
+    if config["distributed_type"] == "FSDP":
+        return {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": str(config["fsdp_config"]["fsdp_version"])}
+    if config["distributed_type"] == "DEEPSPEED":
+        stage = str(config["deepspeed_config"]["zero_stage"])
+        return {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": stage}
+    return {}
 
 
 def two_processes(spec_file: Path, extra_env: dict) -> list[dict]:
@@ -152,6 +161,7 @@ def runs(tiny_backbone_dir, tiny_wan_dir, tmp_path_factory) -> dict:
     model = DeScoreModel.from_backbone(tiny_backbone_dir, DeScoreConfig(sampling=TINY_SAMPLING), seed=0)
     model.save_pretrained(root / "stage1", include_backbone=True)
     data = make_dataset(root / "data", 8, seed=0)
+    held_out = make_dataset(root / "held_out", 2, seed=1)
     pairs = rank_dpo_pairs(
         file_brightness,
         ["a red square", "a blue circle", "a green square"],
@@ -162,12 +172,12 @@ def runs(tiny_backbone_dir, tiny_wan_dir, tmp_path_factory) -> dict:
     )
     assert len(pairs.read_text().splitlines()) == 3
     runs = {}
-    for name in ("one", "data_parallel", "fsdp2"):
+    for name in ("one", "data_parallel", *SHARDED):
         (root / name).mkdir()
-        runs[f"{name}_spec"] = spec(root / "stage1", data, tiny_wan_dir, pairs, root / name)
-    runs["fsdp2_spec"]["resume"] = True
+        runs[f"{name}_spec"] = spec(root / "stage1", data, tiny_wan_dir, pairs, root / name, held_out)
+        runs[f"{name}_spec"]["resume"] = name in SHARDED
     runs["one"] = train_all(runs["one_spec"])
-    for name, config in (("data_parallel", "accelerate_ddp.yaml"), ("fsdp2", "accelerate_fsdp2.yaml")):
+    for name, config in (("data_parallel", "accelerate_ddp.yaml"), *SHARDED.items()):
         spec_file = root / f"{name}.json"
         spec_file.write_text(json.dumps(runs[f"{name}_spec"]))
         runs[name] = two_processes(spec_file, launcher_environment(CONFIGS / config))
@@ -190,11 +200,12 @@ def test_two_processes_average_their_gradients(runs):
 
 
 @pytest.mark.slow
-def test_fsdp2_trains_as_one_process_and_as_data_parallel(runs):
-    """Under FSDP2 (the shipped accelerate_fsdp2.yaml) cold start's step equals a one-process run's on the
-    same global batch, LoRA and full fine-tune; stage 2 (LoRA and full, a sharded frozen reference) and
-    both Wan trainers, which draw per process, end where data parallel does with the same draws."""
-    one, parallel, sharded = runs["one"], runs["data_parallel"], runs["fsdp2"]
+@pytest.mark.parametrize("sharding", SHARDED)
+def test_sharded_trains_as_one_process_and_as_data_parallel(runs, sharding):
+    """Under FSDP2 and ZeRO-3 (the shipped accelerate configs) cold start's step equals a one-process run's
+    on the same global batch, LoRA and full fine-tune; stage 2 (LoRA and full, a sharded frozen reference)
+    and both Wan trainers, which draw per process, end where data parallel does with the same draws."""
+    one, parallel, sharded = runs["one"], runs["data_parallel"], runs[sharding]
     for trainer in ("cold_start", "cold_start_full", "rl", "rl_full", "flow_dpo", "grpo"):
         assert sharded[0][trainer].keys() == sharded[1][trainer].keys() == one[trainer].keys(), trainer
         for name, weight in sharded[0][trainer].items():
@@ -204,10 +215,39 @@ def test_fsdp2_trains_as_one_process_and_as_data_parallel(runs):
     for trainer, learning_rate in (("rl", 1e-2), ("rl_full", 1e-4), ("flow_dpo", 1e-2), ("grpo", 1e-2)):
         assert_same_training(parallel[0][trainer], sharded[0][trainer], learning_rate, 2, trainer)
     assert sharded[0]["rl_full_history"][0]["kl"] == 0.0, "the frozen reference is the policy before its update"
+    evaluations = sharded[0]["rl_evaluations"]  # greedy CoTs and scores: generation and scoring when sharded
+    assert [row["step"] for row in evaluations] == [0, 2]
+    assert evaluations[0] == parallel[0]["rl_evaluations"][0], "the same model scores the same before training"
     for trainer in ("rl", "rl_full"):  # killed after step 1 and resumed: where the uninterrupted run ends
         for name, weight in sharded[0][trainer].items():
             assert torch.equal(sharded[0][f"{trainer}_resumed"][name], weight), f"{trainer} resumed: {name}"
-    final = runs["fsdp2_spec"]["rl_full"]["output_dir"] + "/final"  # an ordinary checkpoint, on one process
+    final = runs[f"{sharding}_spec"]["rl_full"]["output_dir"] + "/final"  # an ordinary checkpoint, on one process
     loaded = DeScoreModel.from_pretrained(final)
     for name, weight in sharded[0]["rl_full"].items():
         torch.testing.assert_close(dict(loaded.named_parameters())[name], weight, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("launched_as", "environment", "expected"),
+    [
+        ("NO", {}, DATA_PARALLEL),
+        ("NO", {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, FSDP2),
+        ("NO", {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "fsdp_version: 2"),
+        ("NO", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, ZERO3),
+        ("NO", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, "zero_stage: 3"),
+        ("MEGATRON_LM", {}, "accelerate_zero3.yaml"),
+    ],
+)
+def test_the_launch_config_chooses_the_sharding(monkeypatch, launched_as, environment, expected):
+    """What `accelerate launch` says (its distributed type, or its variables as on the CPU) picks the way; a
+    way the trainers do not run is refused with the setting to change."""
+    from accelerate.utils import DistributedType
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    launched = SimpleNamespace(distributed_type=DistributedType[launched_as], state=SimpleNamespace())
+    if expected in (DATA_PARALLEL, FSDP2, ZERO3):
+        assert sharding_of(launched) == expected
+    else:
+        with pytest.raises(DeScoreInputError, match=expected):
+            sharding_of(launched)

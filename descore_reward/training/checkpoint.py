@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_directory
 from ..errors import DeScoreInputError
-from .sharding import copy_full_into, full_tensor
+from .sharding import copy_full_into, full_tensor, load_optimizer_state, optimizer_state
 
 STATE_NAME = "trainer_state.json"
 
@@ -47,19 +47,16 @@ def save_checkpoint(
 ) -> Path:
     """Write `checkpoint-{state['step']}` atomically and keep only the newest `keep` checkpoints. With
     several processes every one calls this; the main process writes."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
     path = Path(output_dir) / f"checkpoint-{state['step']}"
     writes = accelerator is None or accelerator.is_main_process
     weights = trainable_state(model, keep=writes)
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole on the main process only
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
+    optimizer_whole = optimizer_state(model, optimizer)
     if not writes:
         accelerator.wait_for_everyone()
         return path
     with atomic_directory(path, marker=STATE_NAME) as staging:
         save_file(weights, staging / "trainable.safetensors")
-        torch.save(optimizer_state, staging / "optimizer.pt")
+        torch.save(optimizer_whole, staging / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -83,8 +80,6 @@ def checkpoints(output_dir: Path) -> list[Path]:
 def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
     """Restore weights, optimizer, scheduler and RNG states from `path` (into this process's shards of
     sharded ones); returns its trainer state."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
     weights = load_file(path / "trainable.safetensors")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in weights]
@@ -98,11 +93,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler=None) -> dict:
     parameters = dict(model.named_parameters())
     for name in trainable:
         copy_full_into(parameters[name], weights[name])
-    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
-    if all(isinstance(p, int) for group in optimizer_state["param_groups"] for p in group["params"]):
-        optimizer.load_state_dict(optimizer_state)  # keyed by position: written before checkpoints were by name
+    saved = torch.load(path / "optimizer.pt", weights_only=True)
+    if all(isinstance(p, int) for group in saved["param_groups"] for p in group["params"]):
+        optimizer.load_state_dict(saved)  # keyed by position: written before checkpoints were by name
     else:
-        set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
+        load_optimizer_state(model, optimizer, saved)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)

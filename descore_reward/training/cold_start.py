@@ -32,7 +32,7 @@ from ..modeling import CONFIG_NAME, DeScoreConfig, DeScoreModel
 from ..rubrics import read_instruction_file
 from ..video import VideoSampling
 from .config import TrainerConfig
-from .distributed import epoch_shard, optimizer_step, shard_size
+from .distributed import epoch_shard, shard_size
 from .run import TrainingRun
 
 
@@ -293,14 +293,14 @@ def train(config: ColdStartConfig, model: DeScoreModel | None = None, stop_after
             cots_a, cots_b = masked_cots(batch.pairs, config.p_mask, (run.step_seed(), micro_batch), config.mask_per)
             micro_batch += 1
             labels = torch.tensor([p.human for p in batch.pairs], device=accelerator.device)
-            with accelerator.autocast():
+            with run.autocast():
                 reward_a, reward_b = pair_rewards(model, batch, cots_a, cots_b)
                 loss = pair_loss(reward_a, reward_b, labels, config) / accumulation
-            loss.backward()
+            run.backward(loss)
             window_loss += loss.item()
             if not last_of_step:
                 continue
-            optimizer_step(accelerator, optimizer, config.max_grad_norm)
+            run.optimizer_step(optimizer)
             learning_rate = scheduler.get_last_lr()[0]
             scheduler.step()
             if state["batches_done"] == batches_per_epoch:

@@ -1,8 +1,9 @@
 """How every trainer runs on several processes (`accelerate launch`). Each process draws its own share
 of each epoch with its own seeds; the model is held whole on every process (data parallel) or sharded
-over them (FSDP2, `sharding.py`), never wrapped, so adapters can be switched off for reference passes
-and a step may run several forwards before its backward. Gradients of whole parameters are averaged
-across processes before each optimizer step (FSDP averages its shards' itself).
+over them (FSDP2, ZeRO-3: `sharding.py`) and always called as itself, never through a wrapper, so adapters
+can be switched off for reference passes and a step may run several forwards before its backward.
+Gradients of whole parameters are averaged across processes before each optimizer step (FSDP averages
+its shards' itself; under ZeRO-3 DeepSpeed's engine reduces every gradient and steps).
 """
 
 from __future__ import annotations

@@ -258,16 +258,19 @@ def bt_on_rollouts(rewards: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 
 def policy_update(
-    model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, accelerator=None, reference=None
+    model: DeScoreModel, optimizer, rollouts: Rollouts, config: RLConfig, run=None, reference=None
 ) -> dict[str, float]:
     """Optimizer steps of `grpo_coefficient * L_GRPO + bt_coefficient * L_BT` on one rollout batch:
     `passes_per_batch` passes over it in mini-batches of `mini_batch_pairs` pairs, one step each, each
     step's gradients accumulated over micro-batches of `micro_batch_pairs` pairs; with several
     processes, gradients are averaged across them before each step. `reference`: a frozen reference
     model (full fine-tune); None switches to the reference adapter. Returns the last pass's statistics
-    (averaged over its mini-batches). Forwards run under the accelerator's autocast, if one is given."""
+    (averaged over its mini-batches). `run`: the `TrainingRun` whose autocast, backward pass and optimizer
+    step the update uses (its sharding's); None: plain ones on one process."""
     group = config.group_size
-    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
+    autocast = run.autocast if run is not None else contextlib.nullcontext
+    backward = run.backward if run is not None else torch.Tensor.backward
+    step = run.optimizer_step if run is not None else lambda opt: optimizer_step(None, opt, config.max_grad_norm)
     mini_batches = [
         [select_rollouts(mini, rows) for rows in pair_micro_batches(mini, group, config.micro_batch_pairs)]
         for mini in (
@@ -321,7 +324,7 @@ def policy_update(
                         masked_bt, _ = bt_on_rollouts(masked_rewards(model, micro, group), pair_labels)
                         masked_share = int((pair_labels != 0).sum()) / decided_pairs
                         loss = loss + config.masked_bt_coefficient * masked_share * masked_bt
-                loss.backward()
+                backward(loss)
                 for side, values in zip(head_sides, rewards.detach().chunk(2)):
                     side.append(values)
                 share, updates = len(micro.texts) / rows, len(mini_batches)
@@ -332,7 +335,7 @@ def policy_update(
                     totals["masked_bt_loss"] += masked_share * masked_bt.item() / updates
                 totals["kl"] += share * stats["kl"] / updates
                 totals["clip_fraction"] += share * stats["clip_fraction"] / updates
-            optimizer_step(accelerator, optimizer, config.max_grad_norm)
+            step(optimizer)
     head_accuracy = bt_on_rollouts(torch.cat([*head_sides[0], *head_sides[1]]), rollouts.labels)[1]
     return {
         **totals,
@@ -409,7 +412,7 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     run.resume(model, optimizer)
 
     def evaluate() -> dict:  # greedy scoring: no random draws, so a resumed run stays exact
-        with accelerator.autocast():
+        with run.autocast():
             return evaluate_policy(model, eval_pairs, config)
 
     if run.step == 0 and eval_pairs:
@@ -422,10 +425,10 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         ]
         run.seed_step()  # the rollouts' sampling
         model.eval()
-        with accelerator.autocast():
+        with run.autocast():
             rollouts = sample_rollouts(model, batch, config)
         model.train()
-        metrics = policy_update(model, optimizer, rollouts, config, accelerator, reference)
+        metrics = policy_update(model, optimizer, rollouts, config, run, reference)
         stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
     trained = [*model.config.training, run.record(config.train_data, len(pairs))]
     model.config = dataclasses.replace(model.config, training=trained)  # for the model card

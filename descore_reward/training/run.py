@@ -30,8 +30,17 @@ from ..atomic import atomic_write_text
 from ..plots import plot_curves
 from .checkpoint import STATE_NAME, resume, save_checkpoint
 from .config import TrainerConfig
-from .distributed import finish_trackers, step_seed, trainer_accelerator
-from .sharding import DATA_PARALLEL, shard, whole_state_dict
+from .distributed import finish_trackers, optimizer_step, step_seed, trainer_accelerator
+from .sharding import (
+    DATA_PARALLEL,
+    ZERO3,
+    outside_state_dict,
+    shard,
+    whole_parameters,
+    whole_state_dict,
+    zero3_backward,
+    zero3_engine,
+)
 
 RESULT_DIR = "final"
 CURVES_NAME = "training_curves.png"
@@ -50,16 +59,44 @@ class TrainingRun:
         self.output_dir = Path(config.output_dir)
         self.accelerator, self.sharding = trainer_accelerator(self.output_dir, config.mixed_precision, config.report_to)
         self.trained = None  # the sharded module whose result `finish` gathers
+        self.engine = None  # under ZeRO-3: the DeepSpeed engine of the trained module (`resume` starts it)
+        self.references = []  # under ZeRO-3: the engines of frozen modules (references), kept with the run
         self.state = {"step": 0, "history": [], "evaluations": []}
         self.progress = None
         set_seed(config.seed)
 
     def shard(self, module, trained: bool = True):
         """`module` sharded over the processes when the run is sharded (`sharding.py`), before its optimizer
-        is built; `trained`: its result is written at the end (not a frozen reference). Returns `module`."""
-        if shard(module, self.sharding) and trained:
+        is built (under ZeRO-3 a trained module is partitioned when `resume` gets its optimizer); `trained`:
+        its result is written at the end (not a frozen reference). Returns `module`."""
+        units = shard(module, self.sharding)
+        if self.sharding == ZERO3 and not trained:
+            self.references.append(zero3_engine(module))
+        if (units or self.sharding == ZERO3) and trained:
             self.trained = module
         return module
+
+    def autocast(self):
+        """The context of the forwards: accelerate's autocast at the run's mixed precision (under ZeRO-3,
+        where accelerate leaves precision to DeepSpeed, torch's own, over the same float32 weights)."""
+        if self.sharding == ZERO3 and self.config.mixed_precision == "bf16":
+            return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16)
+        return self.accelerator.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """`loss.backward()`, gradients added to those of the step's earlier backward passes."""
+        if self.engine is not None:
+            zero3_backward(self.engine, loss)
+        else:
+            loss.backward()
+
+    def optimizer_step(self, optimizer) -> None:
+        """One optimizer step over the gradients of the backward passes since the last: averaged over the
+        processes, clipped to `max_grad_norm`, applied, cleared (by the ZeRO-3 engine when there is one)."""
+        if self.engine is not None:
+            self.engine.step()
+        else:
+            optimizer_step(self.accelerator, optimizer, self.config.max_grad_norm)
 
     @property
     def step(self) -> int:
@@ -73,7 +110,10 @@ class TrainingRun:
     def resume(self, model, optimizer, scheduler=None, **position) -> dict:
         """Restore the newest checkpoint in the output folder, if any, into `model`, `optimizer` and
         `scheduler` (else start from `position`: a trainer's own place in its data, say), then start the
-        trackers and the progress bar. Returns the state."""
+        trackers and the progress bar. Under ZeRO-3, `model` and `optimizer` go to DeepSpeed's engine first,
+        which partitions them. Returns the state."""
+        if self.sharding == ZERO3:
+            self.engine = zero3_engine(model, optimizer, self.config.max_grad_norm)
         self.state.update(position)
         self._checkpointed = (model, optimizer, scheduler)  # what each checkpoint holds
         resumed = resume(self.output_dir, model, optimizer, scheduler)
@@ -144,8 +184,11 @@ class TrainingRun:
             self.progress.close()
         if self.finished:
             state = whole_state_dict(self.trained) if self.trained is not None else None  # every process
+            outside = outside_state_dict(self.trained) if self.engine is not None else []
+            with whole_parameters(outside):  # the head and <reward>, where ZeRO-3 partitions them
+                if self.accelerator.is_main_process:
+                    save_result(self.output_dir / RESULT_DIR, state)
             if self.accelerator.is_main_process:
-                save_result(self.output_dir / RESULT_DIR, state)
                 atomic_write_text(self.output_dir / STATE_NAME, json.dumps(self.state, indent=2))
                 plot_curves(self.curves(), self.output_dir / CURVES_NAME, self.name)
             self.accelerator.wait_for_everyone()

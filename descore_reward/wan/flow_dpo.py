@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..atomic import append_jsonl, read_jsonl_log
 from ..data import DataError, PreferencePair, pair_record, read_pairs
 from ..training.config import TrainerConfig
-from ..training.distributed import epoch_batch, optimizer_step
+from ..training.distributed import epoch_batch
 from .generation import WanSampling, write_mp4_atomically
 from .lora import reference_transformer, save_lora, start_lora_training
 from .vae import cached_latents
@@ -157,12 +157,12 @@ def train(config: FlowDPOConfig, model=None, stop_after: int | None = None) -> d
         text = text.repeat(2, 1, 1)
         noise = torch.randn(x0[: len(picks)].shape, generator=generator).to(x0).repeat(2, 1, 1, 1, 1)
         sigma = torch.sigmoid(torch.randn(len(picks), generator=generator)).to(x0).repeat(2)  # logit-normal time
-        with accelerator.autocast():
+        with run.autocast():
             with reference_transformer(transformer):
                 reference = velocity_error(transformer, x0, noise, sigma, text)
             error = velocity_error(transformer, x0, noise, sigma, text)
         loss = flow_dpo_loss(*error.chunk(2), *reference.chunk(2), config.beta)
-        loss.backward()
-        optimizer_step(accelerator, optimizer, config.max_grad_norm)
+        run.backward(loss)
+        run.optimizer_step(optimizer)
         stop = run.end_step({"loss": loss.item()}, stop_after=stop_after)
     return run.finish(lambda path, state: save_lora(pipeline, path, state))

@@ -38,7 +38,7 @@ from ..engines import ENGINES
 from ..errors import DeScoreInputError
 from ..losses import group_advantages
 from ..training.config import TrainerConfig
-from ..training.distributed import epoch_batch, optimizer_step
+from ..training.distributed import epoch_batch
 from .generation import WanSampling
 from .lora import reference_transformer, save_lora, start_lora_training
 from .vae import decode_latents
@@ -289,7 +289,7 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
         prompts = [config.prompts[i] for i in chosen for _ in range(config.group_size)]
         generator = run.seed_step()
         transformer.eval()
-        with accelerator.autocast():
+        with run.autocast():
             trajectory = sample_with_log_probs(pipeline, prompts, config, config.noise_level, generator)
         rewards, _ = reward_fn(trajectory.videos, prompts, [{} for _ in prompts])
         rewards = np.asarray(rewards, dtype=np.float32)
@@ -303,14 +303,14 @@ def train(config: WanGRPOConfig, model=None, reward_fn=None, stop_after: int | N
         for rows in shuffled.tensor_split(updates):
             mini_batch = trajectory.select(rows)
             for denoising_step in trained:
-                with accelerator.autocast():
+                with run.autocast():
                     loss, stats = policy_step_loss(
                         transformer, mini_batch, advantages[rows.to(advantages.device)], denoising_step, config
                     )
-                (loss / len(trained)).backward()
+                run.backward(loss / len(trained))
                 share = len(trained) * updates
                 totals += torch.tensor([loss.item(), stats["kl"], stats["clip_fraction"]]) / share
-            optimizer_step(accelerator, optimizer, config.max_grad_norm)
+            run.optimizer_step(optimizer)
         metrics = {"reward": float(np.nanmean(rewards)), **dict(zip(("loss", "kl", "clip_fraction"), totals.tolist()))}
         stop = run.end_step(metrics, stop_after=stop_after)
     return run.finish(lambda path, state: save_lora(pipeline, path, state))
