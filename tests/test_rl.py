@@ -500,3 +500,19 @@ def test_rollouts_ignore_the_backbones_sampling_settings_and_the_reference_start
     assert state["history"][0]["kl"] == 0.0
     loaded = DeScoreModel.from_pretrained(tmp_path / "stage1")
     assert loaded.backbone.generation_config.repetition_penalty == 1.3, "the checkpoint's own file is untouched"
+
+
+def test_the_rollout_engine_is_named_and_a_missing_vllm_said_before_any_work(stage1, tmp_path):
+    """The config refuses them, before a model loads. Where vLLM is installed, `tests/test_vllm_rollouts.py`
+    runs the engine; here only the refusals."""
+    import importlib.util
+
+    from descore_reward.errors import DeScoreInputError
+
+    with pytest.raises(DeScoreInputError, match=r"rollout_engine must be one of \('hf', 'vllm'\)"):
+        rl_config(stage1, tmp_path, rollout_engine="sglang")
+    with pytest.raises(DeScoreInputError, match="rollout_engine_arguments: expected a mapping"):
+        rl_config(stage1, tmp_path, rollout_engine_arguments=["gpu_memory_utilization", 0.5])
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(DeScoreInputError, match="vLLM is not installed in this environment"):
+            rl_config(stage1, tmp_path, rollout_engine="vllm")

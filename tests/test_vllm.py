@@ -41,10 +41,9 @@ TOLERANCE = 1e-4
 PROMPT = "a red square moves to the right"
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    """A tiny DeScore checkpoint (LoRA adapter on, so the export merges it) and its export."""
-    root = tmp_path_factory.mktemp("vllm")
+def lora_checkpoint(root: Path) -> Path:
+    """`root/checkpoint`: a tiny DeScore checkpoint whose LoRA adapter and `<reward>` embedding are random (so
+    that merging and writing them matter), on a backbone vLLM's CPU attention accepts."""
     build_tiny_backbone(root / "backbone", seed=0, text=VLLM_TINY_TEXT)
     model = DeScoreModel.from_backbone(root / "backbone", DeScoreConfig(sampling=TINY_SAMPLING), seed=0)
     model.add_lora(rank=4)
@@ -54,7 +53,15 @@ def folders(tmp_path_factory) -> dict[str, Path]:
                 parameter.normal_(std=0.2, generator=torch.Generator().manual_seed(1))
         model.reward_embedding.normal_(generator=torch.Generator().manual_seed(2))
     model.save_pretrained(root / "checkpoint")
-    return {"checkpoint": root / "checkpoint", "export": export_for_vllm(root / "checkpoint", root / "export")}
+    return root / "checkpoint"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """A tiny DeScore checkpoint (LoRA adapter on, so the export merges it) and its export."""
+    root = tmp_path_factory.mktemp("vllm")
+    checkpoint = lora_checkpoint(root)
+    return {"checkpoint": checkpoint, "export": export_for_vllm(checkpoint, root / "export")}
 
 
 @pytest.fixture(scope="module")

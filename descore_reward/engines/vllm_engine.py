@@ -16,6 +16,7 @@ token ids and pixels are the same. vLLM is imported when an engine is built, nev
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import Sequence
@@ -46,6 +47,23 @@ from .export import EXPORT_NAME, export_for_vllm, read_export
 ENGINE_ARGUMENTS = {"logprobs_mode": "raw_logits", "mm_device_do_normalize": False, "generation_config": "vllm"}
 ENGINE_DEFAULTS = {"enable_prefix_caching": True, "limit_mm_per_prompt": {"image": 0, "video": 1}}
 SUPPRESSED_BIAS = -100.0  # the lowest logit bias vLLM accepts: a suppressed token is never the argmax
+
+
+def vllm_missing(setting: str, docs: str) -> DeScoreInputError:
+    """The error for `setting: vllm` where vLLM is not installed (`docs`: the page that says more)."""
+    return DeScoreInputError(
+        f"{setting} 'vllm': vLLM is not installed in this environment (`pip install vllm` on a CUDA machine; "
+        f"{docs}); {setting} 'hf' needs nothing more"
+    )
+
+
+def check_engine_arguments(engine_arguments: dict, fixed: dict, setting: str, docs: str) -> None:
+    """Before any work: vLLM importable, and no argument in `engine_arguments` against the `fixed` ones."""
+    if importlib.util.find_spec("vllm") is None:
+        raise vllm_missing(setting, docs)
+    clashing = {name: engine_arguments[name] for name in fixed if name in engine_arguments}
+    if any(value != fixed[name] for name, value in clashing.items()):
+        raise DeScoreInputError(f"{setting} arguments {clashing}: DeScore needs {fixed}")
 
 
 class ScoringRequests:
@@ -79,9 +97,11 @@ class ScoringRequests:
         top_p: float = 1.0,
         seed: int | None = None,
         repetition_penalty: float | None = None,
+        logprobs: int | None = None,
     ):
         """Sampling parameters of a CoT: the rubric's decoding (greedy, its budget and repetition penalty)
-        unless overridden; `do_sample` samples at `temperature` / `top_p` from `seed`."""
+        unless overridden; `do_sample` samples at `temperature` / `top_p` from `seed` (no top-k);
+        `logprobs` 0: report each sampled token's log-prob."""
         from vllm import SamplingParams
 
         return SamplingParams(
@@ -93,6 +113,7 @@ class ScoringRequests:
             stop_token_ids=self.scoring.eos_token_ids,
             logit_bias={token: SUPPRESSED_BIAS for token in self.scoring.suppressed_token_ids},
             skip_special_tokens=True,
+            logprobs=logprobs,
         )
 
     def reward_parameters(self):
@@ -136,16 +157,9 @@ class VLLMEngine:
     """
 
     def __init__(self, path: str | os.PathLike, **engine_arguments):
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise DeScoreInputError(
-                "engine 'vllm': vLLM is not installed in this environment (`pip install vllm` on a CUDA machine; "
-                "docs/serving.md); the Hugging Face engine needs nothing more"
-            ) from None
-        fixed = {name: engine_arguments[name] for name in ENGINE_ARGUMENTS if name in engine_arguments}
-        if any(value != ENGINE_ARGUMENTS[name] for name, value in fixed.items()):
-            raise DeScoreInputError(f"engine arguments {fixed}: DeScore's scoring needs {ENGINE_ARGUMENTS}")
+        check_engine_arguments(engine_arguments, ENGINE_ARGUMENTS, "engine", "docs/serving.md")
+        from vllm import LLM
+
         self._export_dir = None
         folder = checkpoint_folder(path)  # a folder, or a Hub id of an export or a checkpoint
         if not (folder / EXPORT_NAME).is_file() and (folder / CONFIG_NAME).is_file():

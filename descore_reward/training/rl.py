@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import torch
 from peft import PeftModel
 
 from ..data import DataError, PreferencePair, read_pairs
+from ..engines.vllm_engine import vllm_missing
 from ..errors import DeScoreInputError
 from ..evaluation.metrics import preference_metrics
 from ..losses import labelled_bradley_terry_loss
@@ -45,6 +48,10 @@ from .rollouts import (
     select_rollouts,
 )
 from .run import TrainingRun
+
+ROLLOUT_ENGINES = ("hf", "vllm")
+ROLLOUT_EXPORT_DIR = "rollout_engine"  # under the output folder: the stage-1 export the vLLM engine starts from
+ROLLOUT_PROMPT_ROOM = 16384  # the engine's context beyond the CoT budget: the instruction and the video
 
 
 @dataclass(kw_only=True)
@@ -86,6 +93,10 @@ class RLConfig(TrainerConfig):
     eval_data / eval_every: held-out pairs whose accuracy (with and without ties) is measured every
         `eval_every` steps in think mode (the policy's greedy CoT, scored by the head) and fast mode,
         with the share of greedy CoTs in the rubric's answer format; `eval_batch_size` videos at a time.
+    rollout_engine: "hf" samples the rollouts with Hugging Face `generate` (every row of a batch decodes
+        until the longest ends); "vllm" on a vLLM engine colocated with training, the policy's weights
+        written into it after every update (`vllm_rollouts.py`). rollout_engine_arguments: more
+        `vllm.LLM` arguments for it (`gpu_memory_utilization`, `enable_sleep_mode`, `max_model_len`, ...).
     """
 
     RENAMED_KEYS = {"updates_per_batch": "passes_per_batch"}
@@ -127,6 +138,8 @@ class RLConfig(TrainerConfig):
     eval_every: int = 10
     eval_batch_size: int = 8
     save_every: int = 10
+    rollout_engine: str = "hf"
+    rollout_engine_arguments: dict | None = None
 
     def __post_init__(self):
         super().__post_init__()  # wrong types, non-finite numbers and counts below 1 (`check_values`)
@@ -140,6 +153,15 @@ class RLConfig(TrainerConfig):
             )
         if self.dual_clip is not None and self.dual_clip <= 1.0:
             raise DeScoreInputError(f"dual_clip must be above 1 (or None), got {self.dual_clip}")
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            raise DeScoreInputError(f"rollout_engine must be one of {ROLLOUT_ENGINES}, got {self.rollout_engine!r}")
+        if self.rollout_engine_arguments is not None and not isinstance(self.rollout_engine_arguments, dict):
+            raise DeScoreInputError(
+                "rollout_engine_arguments: expected a mapping of vllm.LLM arguments, "
+                f"got {self.rollout_engine_arguments!r}"
+            )
+        if self.rollout_engine == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise vllm_missing("rollout_engine", "docs/scaling-out.md")
         if self.instruction_file is not None and not Path(self.instruction_file).is_file():
             raise FileNotFoundError(f"instruction_file {self.instruction_file}: no such file")
 
@@ -410,6 +432,16 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         model.optimizer_groups(config.learning_rate, config.head_learning_rate), weight_decay=config.weight_decay
     )
     run.resume(model, optimizer)
+    engine = None
+    if config.rollout_engine == "vllm":
+        from .vllm_rollouts import VLLMRollouts
+
+        arguments = {
+            "max_model_len": config.max_new_tokens + ROLLOUT_PROMPT_ROOM,
+            **(config.rollout_engine_arguments or {}),
+        }
+        engine = VLLMRollouts(config.model, run.output_dir / ROLLOUT_EXPORT_DIR, **arguments)
+        engine.sync(model)  # the policy as resumed
 
     def evaluate() -> dict:  # greedy scoring: no random draws, so a resumed run stays exact
         with run.autocast():
@@ -426,10 +458,20 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
         run.seed_step()  # the rollouts' sampling
         model.eval()
         with run.autocast():
-            rollouts = sample_rollouts(model, batch, config)
+            if engine is None:
+                rollouts = sample_rollouts(model, batch, config)
+            else:
+                rollouts = engine.sample(model, batch, config, seed=run.step_seed(stream=2))
+                engine.sleep()
         model.train()
         metrics = policy_update(model, optimizer, rollouts, config, run, reference)
+        if engine is not None:
+            engine.sync(model)  # the next step samples from the updated policy
         stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
+    if engine is not None:
+        engine.close()
+        if run.finished and accelerator.is_main_process:  # the export is for resuming; a finished run needs none
+            shutil.rmtree(run.output_dir / ROLLOUT_EXPORT_DIR, ignore_errors=True)
     trained = [*model.config.training, run.record(config.train_data, len(pairs))]
     model.config = dataclasses.replace(model.config, training=trained)  # for the model card
     return run.finish(lambda path, state: model.save_pretrained(path, not config.lora, backbone_state=state))

@@ -39,6 +39,7 @@ class Rollouts:
     advantages: torch.Tensor  # (N,)
     labels: torch.Tensor  # (pairs * group_size,) human label of each A/B rollout pair
     temperature: float = 1.0  # the sampling temperature: log-probs are of the distribution sampled from
+    sampler_logprobs: torch.Tensor | None = None  # (N, L) as the vLLM engine that sampled them reports them
 
 
 def pair_micro_batches(rollouts: Rollouts, group_size: int, pairs_per_batch: int | None) -> list[torch.Tensor]:
@@ -61,6 +62,7 @@ def select_rollouts(rollouts: Rollouts, rows: torch.Tensor) -> Rollouts:
         advantages=rollouts.advantages[rows],
         labels=rollouts.labels[rows[: len(rows) // 2]],
         temperature=rollouts.temperature,
+        sampler_logprobs=None if rollouts.sampler_logprobs is None else rollouts.sampler_logprobs[rows],
     )
 
 
@@ -80,30 +82,37 @@ def plain_generation_config(model: DeScoreModel):
 
 
 @torch.no_grad()
-def sample_rollouts(model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig) -> Rollouts:
-    """Encode each video once, sample `group_size` CoTs per video, and score them with the rules."""
+def sample_rollouts(
+    model: DeScoreModel, pairs: list[PreferencePair], config: RLConfig, greedy: bool = False
+) -> Rollouts:
+    """Encode each video once, sample `group_size` CoTs per video, and score them with the rules.
+    `greedy`: decode greedily instead (parity checks; the log-probs stay those of the sampled distribution)."""
     inputs, features = encode_pairs(model, pairs)
     rows = [video for video in range(2 * len(pairs)) for _ in range(config.group_size)]
     prompts = {key: inputs[key][rows] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
-    with plain_generation_config(model):
+    sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0)  # top_k 0: no top-k
+    with plain_generation_config(model):  # (transformers' own default is 50): the log-probs are full-softmax
         generated, cot_length, _ = model.generate_cots(
             prompts,
             mm_encoder_outputs={"video": select_video_features(features, rows)},
-            do_sample=True,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=0,  # no top-k (transformers' own default is 50): the log-probs are full-softmax
+            **({"do_sample": False} if greedy else sampling),
             max_new_tokens=config.max_new_tokens,
         )
     return assemble_rollouts(model, pairs, inputs, features, generated, cot_length, config)
 
 
-def encode_pairs(model: DeScoreModel, pairs: list[PreferencePair]) -> tuple[object, object]:
-    """The prompt inputs (`prepare_inputs`) of the A videos, then the B videos, of `pairs`, and the vision
-    tower's features of each video, computed once so that generation and every later pass reuse them."""
-    videos = [load_video(p.video_a, model.config.sampling) for p in pairs] + [
+def pair_videos(model: DeScoreModel, pairs: list[PreferencePair]) -> list:
+    """The A videos, then the B videos, of `pairs`, decoded and sampled as the model samples them."""
+    return [load_video(p.video_a, model.config.sampling) for p in pairs] + [
         load_video(p.video_b, model.config.sampling) for p in pairs
     ]
+
+
+def encode_pairs(model: DeScoreModel, pairs: list[PreferencePair], videos: list | None = None) -> tuple:
+    """The prompt inputs (`prepare_inputs`) of the A videos, then the B videos, of `pairs`, and the vision
+    tower's features of each video, computed once so that generation and every later pass reuse them.
+    `videos`: the `pair_videos` already decoded, if they were."""
+    videos = videos if videos is not None else pair_videos(model, pairs)
     inputs = model.prepare_inputs(videos, [p.prompt for p in pairs] * 2)
     features = model.language_backbone.get_video_features(
         inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True

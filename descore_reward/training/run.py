@@ -7,6 +7,7 @@ A trainer's output folder::
     OUTPUT/trainer_state.json    {"step", "history": [one row of metrics per step], "evaluations": [...]}
     OUTPUT/training_curves.png   every series of the history and the evaluations, one panel each
     OUTPUT/<tracker>/            accelerate's tracker logs (`report_to`): `train/<metric>`, `eval/<metric>`
+    OUTPUT/rollout_engine/       stage 2 with vLLM rollouts, while it runs: the export its engine starts from
 
 Seeds: `seed` once before the model is built, so every process starts from the same weights; each draw
 of step `s` on process `p` (data, masks, noise, dropout, sampling) comes from `step_seed(seed, s, p)`,
