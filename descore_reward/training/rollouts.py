@@ -90,8 +90,9 @@ def sample_rollouts(
     inputs, features = encode_pairs(model, pairs)
     rows = [video for video in range(2 * len(pairs)) for _ in range(config.group_size)]
     prompts = {key: inputs[key][rows] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
-    sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0)  # top_k 0: no top-k
-    with plain_generation_config(model):  # (transformers' own default is 50): the log-probs are full-softmax
+    # top_k 0: no top-k (transformers' own default is 50), so the log-probs are of the full softmax
+    sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0)
+    with plain_generation_config(model):
         generated, cot_length, _ = model.generate_cots(
             prompts,
             mm_encoder_outputs={"video": select_video_features(features, rows)},

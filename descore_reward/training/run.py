@@ -70,10 +70,10 @@ class TrainingRun:
         """`module` sharded over the processes when the run is sharded (`sharding.py`), before its optimizer
         is built (under ZeRO-3 a trained module is partitioned when `resume` gets its optimizer); `trained`:
         its result is written at the end (not a frozen reference). Returns `module`."""
-        units = shard(module, self.sharding)
+        shard(module, self.sharding)
         if self.sharding == ZERO3 and not trained:
             self.references.append(zero3_engine(module))
-        if (units or self.sharding == ZERO3) and trained:
+        if self.sharding != DATA_PARALLEL and trained:
             self.trained = module
         return module
 
@@ -185,8 +185,7 @@ class TrainingRun:
             self.progress.close()
         if self.finished:
             state = whole_state_dict(self.trained) if self.trained is not None else None  # every process
-            outside = outside_state_dict(self.trained) if self.engine is not None else []
-            with whole_parameters(outside):  # the head and <reward>, where ZeRO-3 partitions them
+            with whole_parameters(outside_state_dict(self.trained)):  # head and <reward>, where ZeRO-3 partitions
                 if self.accelerator.is_main_process:
                     save_result(self.output_dir / RESULT_DIR, state)
             if self.accelerator.is_main_process:

@@ -85,20 +85,18 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
     return [*module.blocks, module]
 
 
-def shard(module: nn.Module, sharding: str) -> list[nn.Module]:
-    """Shard `module` in place over every process when `sharding` is `FSDP2` (before its optimizer is
-    built: the parameters become DTensors); returns its units (none otherwise: ZeRO-3 partitions a model
-    when its optimizer is handed over, `zero3_engine`)."""
+def shard(module: nn.Module, sharding: str) -> None:
+    """Shard `module`'s units (`shard_units`) in place over every process when `sharding` is `FSDP2` (before
+    its optimizer is built: the parameters become DTensors); ZeRO-3 partitions a model when its optimizer is
+    handed over (`zero3_engine`)."""
     if isinstance(module, DeScoreModel) and sharding != DATA_PARALLEL:
         module.sharded = True  # generation keeps every process in step: each forward is collective
     if sharding != FSDP2:
-        return []
+        return
     from torch.distributed.fsdp import fully_shard
 
-    units = shard_units(module)
-    for unit in units:  # explicit: a unit that runs first would otherwise keep its weights whole after forward
+    for unit in shard_units(module):  # explicit: a unit that runs first would otherwise keep its weights whole
         fully_shard(unit, reshard_after_forward=True)
-    return units
 
 
 def zero3_engine(module: nn.Module, optimizer=None, max_grad_norm: float = 0.0):
