@@ -433,7 +433,7 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
     )
     run.resume(model, optimizer)
     engine = None
-    if config.rollout_engine == "vllm":
+    if config.rollout_engine == "vllm" and not run.finished:  # a finished run samples nothing
         from .vllm_rollouts import VLLMRollouts
 
         arguments = {
@@ -465,9 +465,9 @@ def train(config: RLConfig, model: DeScoreModel | None = None, stop_after: int |
                 engine.sleep()
         model.train()
         metrics = policy_update(model, optimizer, rollouts, config, run, reference)
-        if engine is not None:
-            engine.sync(model)  # the next step samples from the updated policy
         stop = run.end_step(metrics, evaluate if eval_pairs else None, stop_after)
+        if engine is not None and not stop:
+            engine.sync(model)  # the next step samples from the updated policy
     if engine is not None:
         engine.close()
         if run.finished and accelerator.is_main_process:  # the export is for resuming; a finished run needs none
